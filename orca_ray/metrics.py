@@ -1,0 +1,76 @@
+"""Task metrics over a whole split (lower is better for all of them).
+
+ORCA averages metrics over 1,000-sample chunks; that is not the metric (AUROC and F1 are not averages of
+per-chunk values), so everything here is computed once over all predictions of a split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score
+
+
+def zero_one_error(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Fraction misclassified. With `groups`, one vote per group (majority of window predictions)."""
+    pred = np.asarray(logits).argmax(-1)
+    y_true, pred = _vote(np.asarray(y_true), pred, groups)
+    return float(np.mean(pred != y_true))
+
+
+def one_minus_macro_f1(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """1 − macro-averaged F1 over the classes present in y_true or the predictions. With `groups`
+    (ECG recordings), each group is classified by the majority vote of its windows, as NAS-Bench-360 does."""
+    pred = np.asarray(logits).argmax(-1)
+    y_true, pred = _vote(np.asarray(y_true), pred, groups)
+    return float(1.0 - f1_score(y_true, pred, average="macro", zero_division=0))
+
+
+def one_minus_mean_auroc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """1 − mean over labels of the ROC AUC (multilabel, DeepSEA). A label whose targets are all 0 or all 1 in
+    this split has no AUROC and is skipped; if every label is like that the metric is undefined (NaN)."""
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores, dtype=np.float64)
+    aucs = [
+        roc_auc_score(y_true[:, k], scores[:, k])
+        for k in range(y_true.shape[1])
+        if 0 < y_true[:, k].sum() < len(y_true)
+    ]
+    return float(1.0 - np.mean(aucs)) if aucs else float("nan")
+
+
+def relative_l2(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Mean over samples of ‖pred − true‖₂ / ‖true‖₂ (Darcy Flow, FNO's LpLoss with size_average)."""
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    num = np.linalg.norm(y_pred - y_true, axis=1)
+    den = np.linalg.norm(y_true, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+METRICS = {
+    "error": zero_one_error,
+    "1-macro-f1": one_minus_macro_f1,
+    "1-auroc": one_minus_mean_auroc,
+    "rel-l2": relative_l2,
+}
+
+
+def compute_metric(name: str, y_true: np.ndarray, outputs: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """`outputs` are logits (classification), scores (multilabel) or predictions (regression, de-normalised)."""
+    if name not in METRICS:
+        raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
+    if len(y_true) != len(outputs):
+        raise ValueError(f"metric {name}: {len(y_true)} targets but {len(outputs)} outputs")
+    return METRICS[name](y_true, outputs, groups)
+
+
+def _vote(y_true: np.ndarray, pred: np.ndarray, groups: np.ndarray | None):
+    if groups is None:
+        return y_true, pred
+    uniq, inv = np.unique(groups, return_inverse=True)
+    n_cls = int(max(y_true.max(), pred.max())) + 1
+    votes = np.zeros((len(uniq), n_cls), dtype=np.int64)
+    np.add.at(votes, (inv, pred), 1)
+    group_true = np.zeros(len(uniq), dtype=y_true.dtype)
+    group_true[inv] = y_true  # every window of a recording carries the recording's label
+    return group_true, votes.argmax(1)  # ties go to the lowest class index

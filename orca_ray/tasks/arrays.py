@@ -1,0 +1,85 @@
+"""Your own arrays as a task: `load_task("npz:/path/data.npz")`.
+
+The file holds x_train, y_train, x_test, y_test (and optionally x_val, y_val; else val is carved from train).
+x: (N, C, L) → 1D, (N, C, H, W) → 2D, (N, L) → 1D with one channel. y: integers (N,) → classification;
+0/1 floats (N, K) → multilabel; floats shaped like a grid (N, L) / (N, H, W) → dense regression
+(normalised per element with training statistics; the metric is computed after de-normalising).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import register_task
+from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation
+
+REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+
+
+@register_task("npz", modality="any", description="your arrays: npz:/path/file.npz with x_train/y_train/x_test/y_test")
+def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float = 0.1, kind: str | None = None) -> Task:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from e
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing:
+        raise TaskDataError(f"{p}: missing field(s) {missing}; found {sorted(arrays)}. "
+                            f"The file needs {', '.join(REQUIRED)} (x_val/y_val optional)")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise TaskDataError(f"{p}: give both x_val and y_val, or neither")
+
+    def x_of(key):
+        x = arrays[key]
+        if x.ndim == 2:
+            x = x[:, None, :]
+        if x.ndim not in (3, 4):
+            raise TaskDataError(f"{p}: field {key}: expected (N, C, L), (N, C, H, W) or (N, L), got {x.shape}")
+        return x.astype(np.float32, copy=False)
+
+    splits = {s: (x_of(f"x_{s}"), arrays[f"y_{s}"]) for s in ("train", "val", "test") if f"x_{s}" in arrays}
+    for s, (x, y) in splits.items():
+        if len(x) != len(y):
+            raise TaskDataError(f"{p}: field y_{s} has {len(y)} rows but x_{s} has {len(x)}; they must pair up")
+    x_tr, y_tr = splits["train"]
+    kind = kind or _infer_kind(y_tr, x_tr)
+    modality = "1d" if x_tr.ndim == 3 else "2d"
+    normalizer, output_shape = None, None
+    if kind == "classification":
+        for s, (_, y) in splits.items():
+            if not np.issubdtype(y.dtype, np.integer):
+                raise TaskDataError(f"{p}: field y_{s}: classification labels must be integers, got {y.dtype}")
+        num_outputs = int(max(y.max() for _, y in splits.values())) + 1
+        splits = {s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}
+    elif kind == "multilabel":
+        num_outputs = y_tr.shape[1]
+        splits = {s: (x, y.astype(np.float32)) for s, (x, y) in splits.items()}
+    elif kind == "regression":
+        output_shape, num_outputs = y_tr.shape[1:], 1
+        normalizer = UnitGaussianNormalizer.fit(y_tr)
+        splits = {s: (x, normalizer.encode(y.astype(np.float32))) for s, (x, y) in splits.items()}
+    else:
+        raise TaskDataError(f"{p}: unknown kind {kind!r}; use classification, multilabel or regression")
+    train = Split(*splits["train"])
+    if "val" in splits:
+        val = Split(*splits["val"])
+    else:
+        train, val = carve_validation(train, val_fraction, seed, stratify=kind == "classification")
+    return Task(name=f"npz:{p.name}", modality=modality, kind=kind, input_shape=x_tr.shape[1:],
+                num_outputs=num_outputs, train=train, val=val, test=Split(*splits["test"]), source=str(p),
+                output_shape=output_shape, y_normalizer=normalizer)
+
+
+def _infer_kind(y: np.ndarray, x: np.ndarray) -> str:
+    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
+        return "classification"
+    if y.ndim == 2 and y.shape[1:] != x.shape[2:] and np.isin(y[:1000], (0, 1)).all():
+        return "multilabel"
+    return "regression"
