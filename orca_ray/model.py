@@ -1,0 +1,248 @@
+"""Stage 1 of ORCA: task-specific embedder and predictor around a pretrained body, and freeze masks.
+
+    model = build_model(task, load_body("minilm"))
+    apply_freeze(model, frozen={"body"})      # embedder + predictor train, the body stays bit-identical
+
+Knows nothing of Ray. Shapes: 1D input (B, C, L) → tokens (B, L/s, D); 2D input (B, C, H, W) → resized to
+the body's image size → (B, (S/p)², D) tokens on an (S/p, S/p) grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bodies import Body, EmbeddingInit
+
+PARTS = ("embedder", "body", "predictor")
+
+
+def stride_for(length: int, target_seq_len: int) -> int:
+    """ORCA's 1D stride: the smallest divisor s of `length` with length / s <= target_seq_len.
+    (Satellite 46 → 1 at 64; DeepSEA 1000 → 2 at 512; ECG 1000 → 20 at 64.)"""
+    if length < 1 or target_seq_len < 1:
+        raise ValueError(f"length and target_seq_len must be positive, got {length}, {target_seq_len}")
+    return next(s for s in range(1, length + 1) if length % s == 0 and length // s <= target_seq_len)
+
+
+def _xavier_conv_(conv: nn.Module) -> None:
+    # ORCA's conv_init: Xavier-uniform with gain √2, zero bias
+    nn.init.xavier_uniform_(conv.weight, gain=math.sqrt(2.0))
+    nn.init.zeros_(conv.bias)
+
+
+class Embedder1D(nn.Module):
+    """Conv1d(C, D, kernel=s, stride=s) → tokens → LayerNorm(D) → + learned positions."""
+
+    def __init__(self, in_channels: int, length: int, embed_dim: int, target_seq_len: int):
+        super().__init__()
+        self.stride = stride_for(length, target_seq_len)
+        self.num_tokens = length // self.stride
+        self.projection = nn.Conv1d(in_channels, embed_dim, kernel_size=self.stride, stride=self.stride)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.positions = nn.Parameter(torch.zeros(self.num_tokens, embed_dim))
+        _xavier_conv_(self.projection)
+        nn.init.normal_(self.positions, std=0.02)
+
+    def init_from_body(self, init: EmbeddingInit) -> None:
+        """LayerNorm and positions from the body's own embedding layer (ORCA's embedder_init)."""
+        with torch.no_grad():
+            self.norm.weight.copy_(init.norm_weight)
+            self.norm.bias.copy_(init.norm_bias)
+            if init.positions is not None:
+                if len(init.positions) < self.num_tokens:
+                    raise ValueError(f"the body has {len(init.positions)} positions but the embedder makes "
+                                     f"{self.num_tokens} tokens; lower target_seq_len")
+                self.positions.copy_(init.positions[: self.num_tokens])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        tokens = self.norm(self.projection(x).transpose(1, 2))
+        return tokens + self.positions, (self.num_tokens,)
+
+
+class Embedder2D(nn.Module):
+    """Resize to the body's image size → Conv2d(C, D, k=p, s=p) → tokens → LayerNorm(D)
+    (→ + learned positions for bodies without their own 2D position bias, i.e. text bodies)."""
+
+    def __init__(self, in_channels: int, embed_dim: int, image_size: int, patch_size: int,
+                 input_hw: tuple[int, int] | None = None, learned_positions: bool = False):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.image_size, self.patch_size = image_size, patch_size
+        self.input_hw = input_hw
+        self.grid = (image_size // patch_size, image_size // patch_size)
+        self.projection = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.positions = nn.Parameter(torch.zeros(self.grid[0] * self.grid[1], embed_dim)) if learned_positions else None
+        _xavier_conv_(self.projection)
+        if self.positions is not None:
+            nn.init.normal_(self.positions, std=0.02)
+
+    def init_from_body(self, init: EmbeddingInit) -> None:
+        """LayerNorm from the body; the patch conv from the body's patch embedding when it has one, its RGB
+        kernel averaged and repeated over our input channels (scaled by 3/C to keep the activation scale)."""
+        with torch.no_grad():
+            self.norm.weight.copy_(init.norm_weight)
+            self.norm.bias.copy_(init.norm_bias)
+            w = init.patch_weight
+            if w is not None and w.shape[-1] == self.patch_size and w.shape[0] == self.projection.out_channels:
+                c = self.projection.in_channels
+                if w.shape[1] != c:
+                    w = w.mean(1, keepdim=True).repeat(1, c, 1, 1) * (w.shape[1] / c)
+                self.projection.weight.copy_(w)
+                self.projection.bias.copy_(init.patch_bias)
+            if self.positions is not None and init.positions is not None:
+                n = len(self.positions)
+                if len(init.positions) >= n:
+                    self.positions.copy_(init.positions[:n])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        tokens = self.norm(self.projection(x).flatten(2).transpose(1, 2))
+        if self.positions is not None:
+            tokens = tokens + self.positions
+        return tokens, self.grid
+
+
+class PointPredictor(nn.Module):
+    """Mean over tokens → Linear(D, K)."""
+
+    def __init__(self, dim: int, num_outputs: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, num_outputs)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        return self.linear(tokens.mean(1))
+
+
+class DensePredictor(nn.Module):
+    """Per-token Linear(D, r^k · C) → pixel-shuffle each token back to its r (×r) input cells → resize to the
+    output grid. r is the body's total stride, so the shuffled map covers the (resized) input."""
+
+    def __init__(self, dim: int, out_channels: int, output_shape: tuple[int, ...], stride: int):
+        super().__init__()
+        self.out_channels, self.output_shape, self.stride = out_channels, tuple(output_shape), stride
+        self.linear = nn.Linear(dim, out_channels * stride ** len(self.output_shape))
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, r, c = tokens.shape[0], self.stride, self.out_channels
+        y = self.linear(tokens)
+        if len(grid) == 2:
+            y = y.transpose(1, 2).reshape(b, c * r * r, grid[0], grid[1])
+            y = F.pixel_shuffle(y, r)
+            mode = "bilinear"
+        else:
+            y = y.reshape(b, grid[0], c, r).permute(0, 2, 1, 3).reshape(b, c, grid[0] * r)
+            mode = "linear"
+        if tuple(y.shape[2:]) != self.output_shape:
+            y = F.interpolate(y, size=self.output_shape, mode=mode, align_corners=False)
+        return y[:, 0] if c == 1 else y
+
+
+class ORCAModel(nn.Module):
+    """embedder → body (its own embedding layer bypassed) → predictor."""
+
+    def __init__(self, embedder: nn.Module, body: Body, predictor: nn.Module):
+        super().__init__()
+        self.embedder, self.body, self.predictor = embedder, body, predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, grid = self.embedder(x)
+        tokens, grid = self.body(tokens, grid)
+        return self.predictor(tokens, grid)
+
+    def part(self, name: str) -> nn.Module:
+        if name not in PARTS:
+            raise ValueError(f"unknown model part {name!r}; parts are {PARTS}")
+        return getattr(self, name)
+
+
+def build_embedder(task, body: Body, *, target_seq_len: int | None = None, init_from_body: bool = True) -> nn.Module:
+    """The embedder for a task's input shape and a body. 1D tasks need a sequence body (text); 2D tasks take
+    either: a Swin body sees a (S/4)² patch grid at its own image size, a text body sees a patch grid sized so
+    the tokens fit its positions (`target_seq_len`, default 64)."""
+    if task.modality == "1d":
+        if body.modality != "1d":
+            raise ValueError(f"1D task {task.name!r} needs a sequence (text) body, got the image body {body.name!r}; "
+                             "use e.g. --body minilm or roberta-base")
+        c, length = task.input_shape
+        limit = target_seq_len or 64
+        if body.max_tokens is not None and limit > body.max_tokens:
+            raise ValueError(f"target_seq_len {limit} exceeds the {body.max_tokens} positions of body {body.name!r}")
+        emb = Embedder1D(c, length, body.embed_dim, limit)
+    else:
+        c, h, w = task.input_shape
+        if body.modality == "2d":
+            emb = Embedder2D(c, body.embed_dim, body.image_size, body.patch_size, (h, w))
+        else:
+            limit = min(target_seq_len or 64, body.max_tokens or 64)
+            side = max(1, math.isqrt(limit))  # tokens per side
+            patch = max(1, math.ceil(max(h, w) / side))
+            emb = Embedder2D(c, body.embed_dim, patch * side, patch, (h, w), learned_positions=True)
+    if init_from_body:
+        emb.init_from_body(body.embedding_init)
+    return emb
+
+
+def build_predictor(task, body: Body, embedder: nn.Module) -> nn.Module:
+    if not task.dense:
+        return PointPredictor(body.out_dim, task.num_outputs)
+    if isinstance(embedder, Embedder1D):
+        stride = embedder.stride
+    elif body.modality == "2d":
+        stride = body.output_stride
+    else:
+        stride = embedder.patch_size
+    return DensePredictor(body.out_dim, task.num_outputs, task.output_shape, stride)
+
+
+def build_model(task, body: Body, *, target_seq_len: int | None = None, seed: int | None = None) -> ORCAModel:
+    """Embedder + predictor for `task` around `body`. `seed` makes the fresh layers' init reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    embedder = build_embedder(task, body, target_seq_len=target_seq_len)
+    return ORCAModel(embedder, body, build_predictor(task, body, embedder))
+
+
+# ---- freeze masks ----------------------------------------------------------------------------------------
+def parse_freeze(freeze: str | Iterable[str]) -> frozenset[str]:
+    """"none" | "embedder" | "body" | "embedder+body" | ... → the set of frozen parts."""
+    parts = [p for p in freeze.replace(",", "+").split("+") if p] if isinstance(freeze, str) else list(freeze)
+    frozen = frozenset(p.strip() for p in parts) - {"none"}
+    unknown = frozen - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) {sorted(unknown)} in freeze={freeze!r}; use '+'-joined names from {PARTS}"
+                         " or 'none'")
+    if frozen == set(PARTS):
+        raise ValueError("freeze names every part: nothing would train")
+    return frozen
+
+
+def freeze_label(frozen: Iterable[str]) -> str:
+    """Canonical text of a freeze mask ("none", "embedder", "body", "embedder+body", ...)."""
+    parts = [p for p in PARTS if p in set(frozen)]
+    return "+".join(parts) if parts else "none"
+
+
+def apply_freeze(model: ORCAModel, frozen: Iterable[str]) -> None:
+    """Frozen parts get requires_grad=False (and are left out of the optimiser by `trainable_parameters`)."""
+    frozen = set(frozen)
+    for name in PARTS:
+        for p in model.part(name).parameters():
+            p.requires_grad_(name not in frozen)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training can change: a checkpoint of a frozen-body trial does not store the body again."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
