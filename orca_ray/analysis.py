@@ -1,0 +1,416 @@
+"""The study's figures and final-score table, from the Parquet results alone.
+
+    python -m orca_ray.analysis RESULTS_DIR [--out DIR] [--sweep NAME]
+    orca-ray-analysis RESULTS_DIR ...
+
+RESULTS_DIR is the root a `ParquetSink` wrote to (a local path or an s3:// / gs:// / file:// URI). Writes, each
+only when the data has what it needs (otherwise a note is printed):
+
+- fig2_finetune_curves_by_proxy.png  refine epoch vs val score (solid) and test score (dashed), per proxy
+- fig3_otdd_vs_score.png             final OTDD and final test score vs embedder epochs; align OTDD curve
+- fig4_freeze_masks.png              final test score per freeze mask, without / with embedder training
+- fig5_pretraining_scale.png         final test score vs the body's pretraining tokens
+- final_scores.md                    mean ± std over seeds of the final test score and final OTDD
+
+Every figure is faceted by task and shows the mean over seeds with ± 1 std (sample std) as a band or error
+bar. The "final" score of a trial is the test score at its best-validation refine epoch (`final_scores`).
+
+Each figure studies one factor. When a task's trials also vary in other factors (a results dir holding
+several sweeps), the figure fixes those to one slice — the one in which the studied factor takes the most
+values, then the one with the most trials — and prints which slice it used. Use --sweep to pick one sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from orca_ray.results import final_scores, read_results  # noqa: E402
+
+METRIC_LABELS = {
+    "error": "0-1 error",
+    "1-auroc": "1 − mean AUROC",
+    "1-macro-f1": "1 − macro F1",
+    "rel-l2": "relative L2",
+}
+# the settings a trial differs in besides its seed (pretraining_tokens follows the body)
+FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset")
+FREEZE_ORDER = ("none", "embedder", "body", "embedder+body")
+# Warstadt et al. (2020) pretraining-scale series, smallest first: the fallback order when tokens are unknown
+BODY_ORDER = (
+    "random",
+    "nyu-mll/roberta-base-10M-3",
+    "nyu-mll/roberta-base-100M-3",
+    "nyu-mll/roberta-base-1B-2",
+    "roberta-base",
+    "FacebookAI/roberta-base",
+)
+MISSING = "–"
+
+FIG2 = "fig2_finetune_curves_by_proxy.png"
+FIG3 = "fig3_otdd_vs_score.png"
+FIG4 = "fig4_freeze_masks.png"
+FIG5 = "fig5_pretraining_scale.png"
+TABLE = "final_scores.md"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def metric_label(metrics: Sequence) -> str:
+    names = sorted({str(m) for m in metrics if isinstance(m, str)})
+    return " / ".join(METRIC_LABELS.get(m, m) for m in names) or "score"
+
+
+def _mean_std(values) -> tuple[float, float, int]:
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def _keyed(fs: pd.DataFrame) -> pd.DataFrame:
+    """Factor columns as plain hashable values (NaN → MISSING) for grouping."""
+    out = fs.copy()
+    for c in FACTORS:
+        col = out[c].astype(object)
+        out["_" + c] = [
+            MISSING if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
+            for v in col
+        ]
+    return out
+
+
+def _choose_slice(
+    trials: pd.DataFrame, studied: Sequence[str], studied_key=None
+) -> tuple[pd.DataFrame, dict]:
+    """Trials of one task restricted to one combination of the non-studied factors: the one where the studied
+    factor(s) take the most distinct values, then the one with the most trials, then the first in order."""
+    others = ["_" + c for c in FACTORS if c not in studied]
+    if not others:
+        return trials, {}
+    key = studied_key or (lambda g: g[["_" + c for c in studied]].drop_duplicates().shape[0])
+    best, best_score = None, None
+    for combo, g in trials.groupby(others, sort=True, dropna=False):
+        score = (key(g), len(g))
+        if best_score is None or score > best_score:
+            best, best_score = combo, score
+    combo = best if isinstance(best, tuple) else (best,)
+    mask = np.ones(len(trials), dtype=bool)
+    for c, v in zip(others, combo):
+        mask &= (trials[c] == v).to_numpy()
+    # name only the factors that had other values in this task (the slice left something out)
+    fixed = {c[1:]: v for c, v in zip(others, combo) if trials[c].nunique() > 1}
+    return trials[mask], fixed
+
+
+def _title(task: str, fixed: dict, figure: str) -> str:
+    if not fixed:
+        return task
+    desc = ", ".join(f"{k}={v}" for k, v in fixed.items())
+    _note(f"{figure} {task}: showing the slice {desc}")
+    return f"{task}\n{desc}"
+
+
+def _facets(n: int, rows: int = 1, width: float = 4.6, height: float = 3.4):
+    fig, axes = plt.subplots(rows, n, figsize=(width * n, height * rows), squeeze=False, layout="constrained")
+    return fig, axes
+
+
+def _save(fig, path: str, written: list[str]) -> None:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+
+def _note(msg: str) -> None:
+    print(f"note: {msg}")
+
+
+def _tasks(fs: pd.DataFrame) -> list[str]:
+    return sorted(fs["task"].dropna().astype(str).unique())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# figures
+
+
+def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    refine = df[(df["phase"] == "refine") & df["val_score"].notna()]
+    if refine.empty:
+        _note(f"{FIG2} skipped: no refine rows with a val score")
+        return
+    kfs = _keyed(fs[fs["trial_id"].isin(refine["trial_id"])])
+    tasks = _tasks(kfs)
+    fig, axes = _facets(len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["proxy"])
+        rows = refine[refine["trial_id"].isin(trials["trial_id"])]
+        proxy_of = dict(zip(trials["trial_id"], trials["_proxy"]))
+        rows = rows.assign(_proxy=rows["trial_id"].map(proxy_of))
+        for i, (proxy, g) in enumerate(rows.groupby("_proxy", sort=True)):
+            color = f"C{i % 10}"
+            n = g["trial_id"].nunique()
+            for col, style, alpha, label in (
+                ("val_score", "-", 0.25, f"{proxy} val (n={n})"),
+                ("test_score", "--", 0.12, f"{proxy} test"),
+            ):
+                stats = g.groupby("epoch")[col].agg(["mean", "std", "count"]).dropna(subset=["mean"])
+                if stats.empty:
+                    continue
+                x = stats.index.to_numpy()
+                m = stats["mean"].to_numpy()
+                s = stats["std"].fillna(0.0).to_numpy()
+                ax.plot(x, m, style, color=color, label=label, marker="o" if len(x) < 12 else None, ms=3)
+                ax.fill_between(x, m - s, m + s, color=color, alpha=alpha, linewidth=0)
+        ax.set_title(_title(task, fixed, FIG2), fontsize=8)
+        ax.set_xlabel("refine epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric_label(rows["metric"].unique()))
+        ax.legend(fontsize=7)
+    fig.suptitle("Fine-tuning curves by proxy dataset (mean ± std over seeds; dashed: test)")
+    _save(fig, os.path.join(out, FIG2), written)
+
+
+def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    kfs = _keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
+    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2]
+    if not tasks:
+        _note(f"{FIG3} skipped: no task has trials with two or more embedder-epoch settings")
+        return
+    fig, axes = _facets(len(tasks), rows=2)
+    for j, task in enumerate(tasks):
+        trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["embedder_epochs"])
+        trials = trials[trials["embedder_epochs"].notna()]
+        ax = axes[0, j]
+        settings = sorted(int(e) for e in trials["embedder_epochs"].unique())
+        otdd = [_mean_std(trials.loc[trials["embedder_epochs"] == e, "final_otdd"]) for e in settings]
+        test = [_mean_std(trials.loc[trials["embedder_epochs"] == e, "final_test"]) for e in settings]
+        x = np.asarray(settings, dtype=float)
+        om, osd = np.array([o[0] for o in otdd]), np.array([o[1] for o in otdd])
+        tm, tsd = np.array([t[0] for t in test]), np.array([t[1] for t in test])
+        ax.errorbar(x, om, yerr=osd, color="C0", marker="o", capsize=3, label="final OTDD")
+        ax.fill_between(x, om - osd, om + osd, color="C0", alpha=0.15, linewidth=0)
+        ax.set_xlabel("embedder epochs")
+        ax.set_ylabel("final OTDD", color="C0")
+        ax2 = ax.twinx()
+        ax2.errorbar(x, tm, yerr=tsd, color="C3", marker="s", capsize=3, linestyle="--", label="final test")
+        ax2.fill_between(x, tm - tsd, tm + tsd, color="C3", alpha=0.12, linewidth=0)
+        ax2.set_ylabel(f"final test {metric_label(trials['metric'].unique())}", color="C3")
+        n = trials.groupby("embedder_epochs")["trial_id"].nunique().min()
+        ax.set_title(_title(f"{task} (n≥{n} seeds)", fixed, FIG3), fontsize=8)
+        ax.set_xticks(x)
+
+        # the align-phase OTDD curve of the longest setting
+        ax = axes[1, j]
+        longest = max(settings)
+        ids = trials.loc[trials["embedder_epochs"] == longest, "trial_id"]
+        align = df[(df["phase"] == "align") & df["trial_id"].isin(ids) & df["otdd"].notna()]
+        if align.empty:
+            ax.text(0.5, 0.5, "no align OTDD rows", ha="center", va="center", transform=ax.transAxes)
+        else:
+            stats = align.groupby("epoch")["otdd"].agg(["mean", "std"])
+            xe = stats.index.to_numpy()
+            m, s = stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
+            ax.plot(xe, m, color="C0", label=f"embedder epochs = {longest}")
+            ax.fill_between(xe, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
+            ax.legend(fontsize=7)
+        ax.set_xlabel("align epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("OTDD")
+    fig.suptitle("OTDD after embedder training vs final score (mean ± std over seeds)")
+    _save(fig, os.path.join(out, FIG3), written)
+
+
+def _freeze_sort_key(mask: str):
+    return (FREEZE_ORDER.index(mask) if mask in FREEZE_ORDER else len(FREEZE_ORDER), str(mask))
+
+
+def fig4_freeze_masks(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    kfs = _keyed(fs[fs["final_test"].notna()])
+    kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
+    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_freeze"].nunique() >= 2]
+    if not tasks:
+        _note(f"{FIG4} skipped: no task has trials with two or more freeze masks")
+        return
+    fig, axes = _facets(len(tasks), width=5.2)
+    for ax, task in zip(axes[0], tasks):
+        trials, fixed = _choose_slice(
+            kfs[kfs["task"] == task],
+            ["freeze", "embedder_epochs"],
+            studied_key=lambda g: g[["_freeze", "_trained"]].drop_duplicates().shape[0],
+        )
+        # "with embedder training": the longest setting (several nonzero ones would mix two factors)
+        trained = trials.loc[trials["_trained"], "embedder_epochs"]
+        e_with = int(trained.max()) if len(trained) else None
+        masks = sorted(trials["_freeze"].unique(), key=_freeze_sort_key)
+        groups = [("without embedder training (E=0)", trials[~trials["_trained"]], "C7")]
+        if e_with is not None:
+            groups.append(
+                (f"with embedder training (E={e_with})", trials[trials["embedder_epochs"] == e_with], "C0")
+            )
+        width = 0.8 / len(groups)
+        x = np.arange(len(masks))
+        for i, (label, g, color) in enumerate(groups):
+            stats = [_mean_std(g.loc[g["_freeze"] == m, "final_test"]) for m in masks]
+            means = np.array([s[0] for s in stats])
+            stds = np.array([s[1] for s in stats])
+            pos = x - 0.4 + width * (i + 0.5)
+            ax.bar(pos, means, width, yerr=stds, capsize=3, color=color, alpha=0.8, label=label)
+            for p, m in zip(pos, masks):  # the seeds themselves
+                pts = g.loc[g["_freeze"] == m, "final_test"].to_numpy(dtype=float)
+                ax.scatter(np.full(len(pts), p), pts, s=8, color="k", zorder=3)
+        ax.set_xticks(x, [str(m) for m in masks], rotation=20)
+        ax.set_xlabel("frozen")
+        ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
+        ax.set_title(_title(task, fixed, FIG4), fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle("Freezing parts of the model (mean ± std over seeds; dots: seeds)")
+    _save(fig, os.path.join(out, FIG4), written)
+
+
+def _body_sort_key(body: str, tokens: float):
+    known = not (tokens is None or math.isnan(tokens))
+    rank = BODY_ORDER.index(body) if body in BODY_ORDER else len(BODY_ORDER)
+    return (0 if known else 1, tokens if known else 0.0, rank, str(body))
+
+
+def fig5_pretraining_scale(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    kfs = _keyed(fs[fs["final_test"].notna()])
+    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
+    if not tasks:
+        _note(f"{FIG5} skipped: no task has trials with two or more bodies")
+        return
+    fig, axes = _facets(len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["body"])
+        bodies = []
+        for body, g in trials.groupby("_body", sort=True):
+            tok = pd.to_numeric(g["pretraining_tokens"], errors="coerce").dropna()
+            tokens = float(tok.iloc[0]) if len(tok) else math.nan
+            bodies.append((body, tokens, *_mean_std(g["final_test"])))
+        bodies.sort(key=lambda b: _body_sort_key(b[0], b[1]))
+        m = np.array([b[2] for b in bodies])
+        s = np.array([b[3] for b in bodies])
+        numeric = all(not math.isnan(b[1]) for b in bodies)
+        if numeric:
+            x = np.array([b[1] for b in bodies])
+            positive = x[x > 0]
+            # linear below a tenth of the smallest nonzero scale, so 0 (random init) sits one decade left of it
+            ax.set_xscale("symlog", linthresh=float(positive.min()) / 10 if len(positive) else 1.0)
+            ax.set_xlabel("pretraining tokens (symlog; 0 = random init)")
+            for xi, mi, b in zip(x, m, bodies):
+                ax.annotate(
+                    str(b[0]).split("/")[-1], (xi, mi), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                )
+        else:
+            x = np.arange(len(bodies), dtype=float)
+            ax.set_xticks(x, [str(b[0]).split("/")[-1] for b in bodies], rotation=20)
+            ax.set_xlabel("body (by pretraining scale)")
+        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color="C2")
+        ax.fill_between(x, m - s, m + s, color="C2", alpha=0.15, linewidth=0)
+        ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
+        ax.set_title(_title(task, fixed, FIG5), fontsize=8)
+    fig.suptitle("Pretraining scale of the body (mean ± std over seeds)")
+    _save(fig, os.path.join(out, FIG5), written)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# table
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if n == 0 or math.isnan(mean):
+        return MISSING
+    return f"{mean:.4g} ± {std:.2g}" if n > 1 else f"{mean:.4g} ± {MISSING}"
+
+
+def final_scores_table(fs: pd.DataFrame) -> str:
+    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr and preset when they
+    vary), mean ± std over seeds of the final test score and the final OTDD."""
+    kfs = _keyed(fs)
+    extra = [c for c in ("lr", "preset") if kfs["_" + c].nunique() > 1]
+    keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
+    head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    kfs["task"] = kfs["task"].fillna(MISSING)
+    group_cols = ["task", *("_" + k for k in keys[1:])]
+    for combo, g in kfs.groupby(group_cols, sort=True, dropna=False):
+        test = _mean_std(g["final_test"])
+        otdd = _mean_std(g["final_otdd"])
+        n_seeds = g.loc[g["final_test"].notna(), "seed"].nunique()
+        metrics = sorted({str(m) for m in g["metric"].dropna()})
+        cells = [str(v) for v in combo] + [
+            ", ".join(metrics) or MISSING,
+            str(n_seeds),
+            _fmt(*test),
+            _fmt(*otdd),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def run(results: str, out: str, sweep: str | None = None) -> list[str]:
+    df = read_results(results, sweep=sweep)
+    if df.empty:
+        _note(f"no results under {results}" + (f" for sweep {sweep!r}" if sweep else ""))
+        return []
+    os.makedirs(out, exist_ok=True)
+    fs = final_scores(df)
+    written: list[str] = []
+    for fig in (fig2_finetune_curves, fig3_otdd_vs_score, fig4_freeze_masks, fig5_pretraining_scale):
+        fig(df, fs, out, written)
+    table = os.path.join(out, TABLE)
+    with open(table, "w") as f:
+        title = (
+            f"sweep {sweep}"
+            if sweep
+            else "all sweeps: " + ", ".join(sorted(df["sweep"].astype(str).unique()))
+        )
+        f.write(f"# Final scores ({title})\n\n")
+        f.write("Final test score: the test score at the refine epoch with the best validation score; ")
+        f.write(
+            "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
+        )
+        f.write(final_scores_table(fs))
+    written.append(table)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orca-ray-analysis",
+        description="Figures and final-score table from ORCA sweep results (Parquet).",
+    )
+    parser.add_argument("results", metavar="RESULTS_DIR", help="root the ParquetSink wrote to (path or URI)")
+    parser.add_argument(
+        "--out", default="analysis", help="directory for the PNGs and final_scores.md (default: ./analysis)"
+    )
+    parser.add_argument(
+        "--sweep", default=None, help="only this sweep (default: every sweep under RESULTS_DIR)"
+    )
+    args = parser.parse_args(argv)
+    written = run(args.results, args.out, args.sweep)
+    for path in written:
+        print(path)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
