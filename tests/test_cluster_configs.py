@@ -1,0 +1,616 @@
+"""Offline checks of what runs the project on a real cluster: cluster/*.yaml (Ray cluster launcher),
+cluster/kuberay/*.yaml (KubeRay), docker/Dockerfile and .dockerignore.
+
+No SSH, no docker engine, no cloud: the launcher configs go through the same offline steps `ray up` takes
+before it touches a cloud (ray.autoscaler._private.commands._bootstrap_config: prepare_config, then
+validate_config against Ray's JSON schema; the whole bootstrap for the local provider, and for AWS against
+moto's in-process EC2/IAM in the slow test). On top: the security properties (no Ray port open to the world,
+dashboard on loopback, token auth on everywhere), one image and one Ray version everywhere, and a small
+instruction-level parse of the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.providers import _NODE_PROVIDERS
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+KUBERAY = CLUSTER / "kuberay"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# The launcher configs and their cloud.
+LAUNCHERS = {"cluster.yaml": "aws", "gcp.yaml": "gcp", "local.yaml": "local"}
+RAY_PORTS = (6379, 8265, 10001)  # GCS, dashboard + Jobs API, Ray client
+WORLD = {"0.0.0.0/0", "::/0"}
+DATA_ROOT = "/data/nb360"
+TOKEN_FILE = "~/.ray/auth_token"
+
+DOCKERFILE_KEYWORDS = set(
+    "FROM RUN CMD LABEL MAINTAINER EXPOSE ENV ADD COPY ENTRYPOINT VOLUME USER WORKDIR ARG ONBUILD STOPSIGNAL "
+    "HEALTHCHECK SHELL".split()
+)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def ray_pin() -> str:
+    deps = pyproject()["project"]["dependencies"]
+    pins = [
+        m.group(1) for d in deps if (m := re.fullmatch(r"ray(?:\[[^\]]*\])?==([\w.]+)", d.replace(" ", "")))
+    ]
+    assert len(pins) == 1, f"expected exactly one exact Ray pin in pyproject.toml, got {pins}"
+    return pins[0]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def launcher_paths() -> list[Path]:
+    return sorted(CLUSTER.glob("*.yaml"))
+
+
+def shell_parts(command: str) -> list[list[str]]:
+    """A shell command line split at ; && || into token lists (enough for our one-liners)."""
+    return [shlex.split(part) for part in re.split(r";|&&|\|\|", command) if part.strip()]
+
+
+def ray_starts(commands: list[str]) -> list[tuple[dict[str, str], list[str]]]:
+    """(env assignments before it, its arguments) for every `ray start` in the commands."""
+    found = []
+    for command in commands:
+        for tokens in shell_parts(command):
+            for i in range(len(tokens) - 1):
+                if tokens[i] == "ray" and tokens[i + 1] == "start":
+                    env = dict(t.split("=", 1) for t in tokens[:i] if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", t))
+                    found.append((env, tokens[i + 2 :]))
+    return found
+
+
+def flag(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def docker_options(cfg: dict, *keys: str) -> dict[str, list[str]]:
+    """docker run options of the launcher config, by flag: {"-e": [...], "-v": [...], ...}."""
+    tokens = [t for key in keys for option in cfg.get("docker", {}).get(key, []) for t in shlex.split(option)]
+    aliases = {"--env": "-e", "--volume": "-v", "--publish": "-p", "--net": "--network"}
+    out: dict[str, list[str]] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        name, eq, value = tok.partition("=") if tok.startswith("--") else (tok, "", "")
+        name = aliases.get(name, name)
+        if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
+            value, i = tokens[i + 1], i + 1
+        out.setdefault(name, []).append(value)
+        i += 1
+    return out
+
+
+def env_of(cfg: dict) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in docker_options(cfg, "run_options").get("-e", []))
+
+
+def walk(node):
+    yield node
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def world_open_ray_ports(permission: dict) -> list[int]:
+    """Ray ports an AWS IpPermission opens to the whole internet (all of them for 'all traffic')."""
+    ranges = {r.get("CidrIp") for r in permission.get("IpRanges", [])}
+    ranges |= {r.get("CidrIpv6") for r in permission.get("Ipv6Ranges", [])}
+    if not ranges & WORLD:
+        return []
+    if str(permission.get("IpProtocol")) == "-1":
+        return list(RAY_PORTS)
+    lo, hi = int(permission.get("FromPort", 0)), int(permission.get("ToPort", 65535))
+    return [p for p in RAY_PORTS if lo <= p <= hi]
+
+
+def kube_docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((KUBERAY / name).read_text()) if d]
+
+
+def containers_of(pod_template: dict) -> list[dict]:
+    return pod_template["spec"]["containers"]
+
+
+def all_images() -> dict[str, str]:
+    """Every image a launcher config or a KubeRay manifest runs: {where: image}."""
+    images = {}
+    for name in LAUNCHERS:
+        docker = load(name)["docker"]
+        for key in ("image", "head_image", "worker_image"):
+            if key in docker:
+                images[f"{name}:docker.{key}"] = docker[key]
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for doc in kube_docs(path.name):
+            for node in walk(doc):
+                if isinstance(node, dict) and isinstance(node.get("containers"), list):
+                    for c in node["containers"]:
+                        images[f"kuberay/{path.name}:{c['name']}"] = c["image"]
+    return images
+
+
+# ------------------------------------------------------------------------------------- Dockerfile parser
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction: comments dropped, line continuations joined."""
+    instructions, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue  # Docker drops comment lines, also inside a continuation
+        assert not re.search(r"<<-?[\"']?[A-Za-z_]\w*", line), "heredocs are beyond this parser"
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        keyword, _, args = (buf + line).strip().partition(" ")
+        instructions.append((keyword, args.strip()))
+        buf = ""
+    assert not buf, "the Dockerfile ends inside a line continuation"
+    return instructions
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def env_assignments(args: str) -> dict[str, str]:
+    tokens = shlex.split(args)
+    if tokens and "=" not in tokens[0]:  # legacy form: ENV KEY value
+        return {tokens[0]: " ".join(tokens[1:])}
+    return dict(t.split("=", 1) for t in tokens)
+
+
+def base_image() -> str:
+    froms = [args for kw, args in dockerfile() if kw == "FROM"]
+    return [t for t in froms[0].split() if not t.startswith("--")][0]
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's .dockerignore rule: the last pattern matching the path or one of its parents wins."""
+    patterns = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        rx = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        rx = rx.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        patterns.append((negate, re.compile(rx + r"\Z")))
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negate, rx in patterns:
+        if any(rx.match(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+# ------------------------------------------------------------------------- cluster launcher: Ray's checks
+
+
+def test_the_three_launcher_configs_exist():
+    assert {p.name for p in launcher_paths()} >= set(LAUNCHERS)
+
+
+@pytest.mark.parametrize("path", launcher_paths(), ids=lambda p: p.name)
+def test_launcher_config_passes_rays_own_validation(path):
+    cfg = yaml.safe_load(path.read_text())
+    provider = cfg["provider"]["type"]
+    assert provider == LAUNCHERS.get(path.name, provider)
+    assert provider in _NODE_PROVIDERS, f"unknown provider type {provider}"
+    prepared = prepare_config(copy.deepcopy(cfg))  # defaults, merged setup commands, docker, min/max workers
+    validate_config(prepared)  # ray-schema.json + Ray's own cross-field checks
+    assert prepared["docker"]["image"] and prepared["docker"]["container_name"]
+    if provider == "local":  # nothing in the local bootstrap touches the network: run all of it
+        from ray.autoscaler._private.commands import _bootstrap_config
+
+        _bootstrap_config(copy.deepcopy(cfg), no_config_cache=True)
+    if provider == "aws":  # the provider module imports (boto3 present)
+        _NODE_PROVIDERS["aws"](cfg["provider"])
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_head_runs_the_driver_but_no_trials(name):
+    cfg = prepare_config(load(name))
+    ((_, args),) = ray_starts(cfg["head_start_ray_commands"])
+    assert "--head" in args
+    assert flag(args, "--num-cpus") == "0" and flag(args, "--num-gpus") == "0"
+    if LAUNCHERS[name] != "local":  # cloud node types: what the autoscaler plans with
+        types = cfg["available_node_types"]
+        assert types[cfg["head_node_type"]]["resources"].get("CPU") == 0
+        assert types[cfg["head_node_type"]]["resources"].get("GPU", 0) == 0
+        workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
+        assert workers and all(v["resources"].get("GPU", 0) >= 1 for v in workers.values())
+        assert all(v["min_workers"] == 0 and v["max_workers"] >= 1 for v in workers.values()), (
+            "autoscale from 0"
+        )
+    assert "--gpus all" in " ".join(cfg["docker"].get("worker_run_options", []))
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_dashboard_stays_on_the_head_loopback(name):
+    cfg = load(name)
+    starts = ray_starts(cfg["head_start_ray_commands"])
+    assert [flag(args, "--dashboard-host") for _, args in starts] == ["127.0.0.1"]
+    every_start = ray_starts(cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
+    assert all(flag(args, "--ray-client-server-host") in (None, "127.0.0.1") for _, args in every_start)
+    opts = docker_options(cfg, "run_options", "head_run_options", "worker_run_options")
+    assert "-p" not in opts and "--privileged" not in opts, "no published ports, no privileged containers"
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_token_authentication_is_on_for_every_ray_process(name):
+    cfg = load(name)
+    # In the container's environment: ray start, the autoscaler, `ray exec`, job drivers all see it.
+    assert env_of(cfg).get("RAY_AUTH_MODE") == "token"
+    starts = ray_starts(cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
+    assert len(starts) == 2 and all(env.get("RAY_AUTH_MODE", "token") == "token" for env, _ in starts)
+    # The token generated locally by `ray get-auth-token --generate` reaches every node.
+    assert cfg["file_mounts"].get(TOKEN_FILE) == TOKEN_FILE
+
+
+def test_nothing_turns_token_authentication_off():
+    files = [p for d in (CLUSTER, DOCKERFILE.parent) for p in d.rglob("*") if p.is_file()] + [DOCKERIGNORE]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"AUTH_MODE\W{0,6}disabled", text, re.I), path
+        for value in re.findall(r"RAY_AUTH_MODE\s*[=:]\s*[\"']?([\w-]+)", text):
+            assert value == "token", f"{path}: RAY_AUTH_MODE={value}"
+        for value in re.findall(r"^\s*-?\s*\{?\s*name:\s*RAY_AUTH_MODE\W+value:\s*[\"']?(\w+)", text, re.M):
+            assert value == "token", path
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_result_storage_is_one_setting(name):
+    text = (CLUSTER / name).read_text()
+    assert len(re.findall(r"ORCA_RAY_STORAGE=", text)) == 1, "set ORCA_RAY_STORAGE in one place only"
+    storage = env_of(load(name))["ORCA_RAY_STORAGE"]
+    expected = {"aws": "s3://", "gcp": "gs://"}.get(LAUNCHERS[name], "")
+    assert storage.startswith(expected) and storage.rstrip("/").split("/")[-1]
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_data_is_staged_per_node_and_mounted_read_only(name):
+    cfg = load(name)
+    assert f"{DATA_ROOT}:{DATA_ROOT}:ro" in docker_options(cfg, "run_options").get("-v", [])
+    assert env_of(cfg).get("ORCA_RAY_DATA") == DATA_ROOT, "the sweep CLI's default --data-root"
+    staging = " ".join(cfg["initialization_commands"])  # on the host, before the container: not in trials
+    assert DATA_ROOT in staging
+    if LAUNCHERS[name] != "local":
+        assert f"test -f {DATA_ROOT}/.staged ||" in staging, "re-runs must not copy the data again"
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_setup_checks_the_pinned_ray_version(name):
+    setup = " ".join(load(name)["setup_commands"])
+    assert f"ray.__version__ == '{ray.__version__}'" in setup
+
+
+# --------------------------------------------------------------------------------- cloud network rules
+
+
+def test_aws_nodes_use_your_security_group_and_no_rule_opens_ray_ports():
+    cfg = load("cluster.yaml")
+    for node_type, spec in cfg["available_node_types"].items():
+        # Without SecurityGroupIds Ray creates its own group, which opens SSH to 0.0.0.0/0.
+        assert spec["node_config"].get("SecurityGroupIds"), node_type
+        assert spec["node_config"].get("IamInstanceProfile", {}).get("Arn"), f"{node_type}: S3 access"
+    for node in walk(cfg):
+        if isinstance(node, dict) and "IpProtocol" in node:
+            assert not world_open_ray_ports(node), node
+    assert "security_group" not in cfg["provider"] or not cfg["provider"]["security_group"].get(
+        "IpPermissions"
+    )
+
+
+def test_world_open_rule_detection():
+    world_ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    assert world_open_ray_ports(world_ssh) == []
+    assert world_open_ray_ports({"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}) == list(RAY_PORTS)
+    wide = {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    assert world_open_ray_ports(wide) == list(RAY_PORTS)
+    mine = {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}
+    assert world_open_ray_ports(mine) == []
+
+
+def test_gcp_nodes_stay_out_of_the_default_network():
+    cfg = load("gcp.yaml")
+    for node_type, spec in cfg["available_node_types"].items():
+        nics = spec["node_config"].get("networkInterfaces")
+        # Without networkInterfaces Ray picks the first subnet of the project (usually the `default`
+        # network, whose default-allow-ssh rule is open to the world).
+        assert nics, node_type
+        for nic in nics:
+            where = f"{nic.get('network', '')} {nic.get('subnetwork', '')}"
+            assert nic.get("subnetwork") and not re.search(r"(^|/)default\b", where), node_type
+        assert "orca-ray" in spec["node_config"].get("tags", {}).get("items", []), "firewall target tag"
+        if spec["resources"].get("GPU"):
+            assert spec["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
+            assert spec["node_config"].get("serviceAccounts"), "workers need bucket access"
+
+
+@pytest.mark.slow
+def test_aws_ray_up_bootstrap_creates_no_security_group_and_opens_nothing(tmp_path, monkeypatch):
+    """All of `ray up`'s config bootstrap against moto's in-process AWS: Ray must use our group as is."""
+    pytest.importorskip("moto")
+    import boto3
+    from moto import mock_aws
+    from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # Ray writes the key pair it creates under ~/.ssh
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():
+        monkeypatch.setenv(var, value)
+    cfg = load("cluster.yaml")
+    region = cfg["provider"]["region"]
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=region)
+        vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+        sg = ec2.create_security_group(GroupName="orca-ray", Description="orca-ray", VpcId=vpc)["GroupId"]
+        ec2.authorize_security_group_ingress(
+            GroupId=sg,
+            IpPermissions=[  # what the README creates
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": "203.0.113.7/32"}],
+                },
+                {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]},
+            ],
+        )
+        ami = ec2.describe_images()["Images"][0]["ImageId"]
+        for spec in cfg["available_node_types"].values():  # the placeholders, made real in moto
+            node = spec["node_config"]
+            node["ImageId"] = ami
+            if "SecurityGroupIds" in node:
+                node["SecurityGroupIds"] = [sg]
+
+        def rules():
+            return {
+                g["GroupId"]: g["IpPermissions"] for g in ec2.describe_security_groups()["SecurityGroups"]
+            }
+
+        before = rules()
+        out = _bootstrap_config(copy.deepcopy(cfg), no_config_cache=True)
+        assert rules() == before, "ray up created or changed a security group"
+        for spec in out["available_node_types"].values():
+            assert spec["node_config"]["SecurityGroupIds"] == [sg]
+        for permissions in rules().values():
+            for permission in permissions:
+                assert not world_open_ray_ports(permission)
+
+        # What Ray detects for the instance types agrees with what the config declares.
+        bare = copy.deepcopy(cfg)
+        for spec in bare["available_node_types"].values():
+            spec["resources"] = {}
+        detected = AWSNodeProvider.fillout_available_node_types_resources(bare)["available_node_types"]
+        for node_type, spec in cfg["available_node_types"].items():
+            if node_type != cfg["head_node_type"]:
+                for resource, amount in spec["resources"].items():
+                    assert detected[node_type]["resources"][resource] == amount, (node_type, resource)
+
+
+# ------------------------------------------------------------------------------------------------ KubeRay
+
+
+def check_ray_cluster_spec(spec: dict, where: str):
+    assert spec["rayVersion"] == ray.__version__, where
+    assert spec.get("authOptions", {}).get("mode") == "token", f"{where}: token auth"
+    head = spec["headGroupSpec"]
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP", f"{where}: head service must stay ClusterIP"
+    assert str(head["rayStartParams"].get("num-cpus")) == "0", f"{where}: the head runs no trials"
+    assert str(head["rayStartParams"].get("num-gpus", "0")) == "0", where
+    for pod in [head["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]:
+        assert not pod["spec"].get("hostNetwork"), where
+        for c in containers_of(pod):
+            assert not any("hostPort" in p for p in c.get("ports", [])), f"{where}: no hostPort"
+    assert spec["workerGroupSpecs"], where
+    for group in spec["workerGroupSpecs"]:
+        assert group.get("minReplicas", 0) == 0 and group["maxReplicas"] >= 1, f"{where}: autoscale from 0"
+        gpus = [
+            int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for c in containers_of(group["template"])
+        ]
+        assert max(gpus) >= 1, f"{where}: worker group {group['groupName']} needs nvidia.com/gpu limits"
+
+
+def test_kuberay_manifests_parse_with_expected_kinds():
+    kinds = {
+        name: [(d["apiVersion"], d["kind"]) for d in kube_docs(name)]
+        for name in ("raycluster.yaml", "rayjob.yaml")
+    }
+    assert ("ray.io/v1", "RayCluster") in kinds["raycluster.yaml"]
+    assert ("ray.io/v1", "RayJob") in kinds["rayjob.yaml"]
+    for name, pairs in kinds.items():
+        for api, _kind in pairs:
+            assert not api.startswith("ray.io/") or api == "ray.io/v1", f"{name}: {api}"
+
+
+def test_kuberay_exposes_nothing_outside_the_cluster():
+    for path in sorted(KUBERAY.glob("*.yaml")):
+        for doc in kube_docs(path.name):
+            assert doc["kind"] not in {"Ingress", "Route", "Gateway", "HTTPRoute"}, path.name
+            for node in walk(doc):
+                if isinstance(node, dict) and node.get("type") in {"LoadBalancer", "NodePort"}:
+                    pytest.fail(f"{path.name}: a {node['type']} service")
+                if isinstance(node, dict) and node.get("serviceType") not in (None, "ClusterIP"):
+                    pytest.fail(f"{path.name}: serviceType {node['serviceType']}")
+
+
+def test_kuberay_raycluster():
+    (cluster,) = [d for d in kube_docs("raycluster.yaml") if d["kind"] == "RayCluster"]
+    check_ray_cluster_spec(cluster["spec"], "raycluster.yaml")
+
+
+def test_kuberay_rayjob_runs_a_sweep_and_cleans_up():
+    (job,) = [d for d in kube_docs("rayjob.yaml") if d["kind"] == "RayJob"]
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    entry = " ".join(spec["entrypoint"].split())
+    assert "python sweeps/embedder_epochs.py" in entry
+    assert "--address auto" in entry and "--preset paper" in entry and "--name " in entry
+    check_ray_cluster_spec(spec["rayClusterSpec"], "rayjob.yaml")
+
+
+# --------------------------------------------------------------------------------- one image, one Ray
+
+
+def test_one_image_everywhere_tagged_with_the_project_version():
+    images = all_images()
+    assert len(images) >= 7, images
+    assert len(set(images.values())) == 1, images
+    image = next(iter(images.values()))
+    repo, _, tag = image.rpartition(":")
+    assert repo.endswith("/orca-ray") and tag == pyproject()["project"]["version"], image
+    assert f"-t {image} ." in DOCKERFILE.read_text(), "the build command in the Dockerfile names the image"
+
+
+def test_one_ray_version_everywhere():
+    pin = ray_pin()
+    assert pin == ray.__version__, "the venv runs the Ray that pyproject.toml pins"
+    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-(cu\d+|gpu)", base_image())
+    assert m, f"base image {base_image()} is not a rayproject/ray GPU tag"
+    assert m.group(1) == pin
+    assert f"{m.group(2)}.{m.group(3)}" == "3.11"
+    for path in [DOCKERFILE] + [CLUSTER / name for name in LAUNCHERS]:  # the image's own start-up checks
+        for checked in re.findall(r"ray\.__version__ == '([\w.]+)'", path.read_text()):
+            assert checked == pin, path
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        for doc in kube_docs(name):
+            for node in walk(doc):
+                if isinstance(node, dict) and "rayVersion" in node:
+                    assert node["rayVersion"] == pin, name
+
+
+# ------------------------------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_parses_into_valid_instructions():
+    instructions = dockerfile()
+    assert instructions[0][0] == "FROM", "FROM must be the first instruction"
+    for keyword, args in instructions:
+        assert keyword in DOCKERFILE_KEYWORDS, f"unknown instruction {keyword!r}"
+        assert args, f"{keyword} without arguments"
+    assert sum(kw == "FROM" for kw, _ in instructions) == 1
+
+
+def test_dockerfile_base_is_a_pinned_official_ray_gpu_image():
+    image = base_image()
+    assert image.startswith("rayproject/ray:") and "ray-ml" not in image
+    assert not image.endswith((":latest", ":nightly")) and "${" not in image
+
+
+def test_dockerfile_runs_as_non_root_with_workdir_and_hf_home():
+    instructions = dockerfile()
+    users = [args.split()[0] for kw, args in instructions if kw == "USER"]
+    assert users, "state the user explicitly"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    workdirs = [args for kw, args in instructions if kw == "WORKDIR"]
+    assert workdirs and workdirs[-1].startswith("/")
+    env = {}
+    for kw, args in instructions:
+        if kw == "ENV":
+            env.update(env_assignments(args))
+    assert env.get("HF_HOME", "").startswith("/")
+
+
+def test_dockerfile_installs_the_project_with_the_constraints_and_bakes_no_secrets():
+    instructions = dockerfile()
+    installs = [
+        part
+        for kw, args in instructions
+        if kw == "RUN"
+        for part in re.split(r"&&|;|\|\|", args)
+        if re.search(r"\bpip install\b", part)
+    ]
+    assert any(part.split()[-1] == "." for part in installs), "the image installs the project"
+    for part in installs:  # whatever resolves dependencies uses the tested torch/torchvision pins
+        assert "--no-deps" in part or "-c constraints.txt" in part, part
+    secret = re.compile(r"TOKEN|SECRET|PASSW|ACCESS_KEY|CREDENTIAL|API_KEY|PRIVATE", re.I)
+    for kw, args in instructions:
+        if kw in {"ENV", "ARG"}:
+            names = env_assignments(args) if kw == "ENV" else {args.split("=")[0]: ""}
+            assert not any(secret.search(n) for n in names), f"{kw} {args}"
+        assert not (kw == "ADD" and "://" in args), "no remote ADD"
+
+
+def test_dockerignore_keeps_the_context_to_what_the_image_needs():
+    copied = []
+    for kw, args in dockerfile():
+        if kw in {"COPY", "ADD"}:
+            tokens = [t for t in args.split() if not t.startswith("--")]
+            copied += tokens[:-1]
+    assert copied
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert not dockerignore_excludes(src), f"{src} is copied but .dockerignore leaves it out"
+    for path in (
+        ".venv/lib/python3.11/site.py",
+        ".git/HEAD",
+        "results/sweep/part.parquet",
+        "tests/data/x.npy",
+        "orca_ray_cache/proxies/a.safetensors",
+        "orca_ray/__pycache__/model.cpython-311.pyc",
+        "orca_ray.egg-info/PKG-INFO",
+        ".pytest_cache/v/x",
+        ".ruff_cache/x",
+        "cluster/cluster.yaml",
+        ".ray/auth_token",
+        "benchmarks/out.png",
+    ):
+        assert dockerignore_excludes(path), f"{path} would be sent to the docker build"
+    for path in (
+        "pyproject.toml",
+        "orca_ray/model.py",
+        "orca_ray/tasks/base.py",
+        "sweeps/embedder_epochs.py",
+    ):
+        assert not dockerignore_excludes(path), path
+
+
+def test_dockerfile_parser_on_a_known_file():
+    text = "# syntax=docker/dockerfile:1\nFROM a:b AS x\n\nRUN echo 1 \\\n    # inside\n    && echo 2\nUSER 1000\n"
+    assert parse_dockerfile(text) == [
+        ("FROM", "a:b AS x"),
+        ("RUN", "echo 1      && echo 2"),
+        ("USER", "1000"),
+    ]
