@@ -42,12 +42,15 @@ HUB_ALIASES: dict[str, tuple[str, float | None]] = {
 }
 PRETRAINING_TOKENS: dict[str, float] = {alias: t for alias, (_, t) in HUB_ALIASES.items() if t is not None}
 
+_ROBERTA_BASE = dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                     layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 # Configs known without any download, so "random:<alias>" and the test bodies work offline.
 _BUILTIN_CONFIGS: dict[str, dict] = {
-    "roberta-base": dict(model_type="roberta"),  # transformers' RobertaConfig defaults are roberta-base
-    "roberta-base-1B": dict(model_type="roberta"),
-    "roberta-base-100M": dict(model_type="roberta"),
-    "roberta-base-10M": dict(model_type="roberta"),
+    # roberta-base's published config (the MiniBERTas share the architecture)
+    "roberta-base": _ROBERTA_BASE,
+    "roberta-base-1B": _ROBERTA_BASE,
+    "roberta-base-100M": _ROBERTA_BASE,
+    "roberta-base-10M": _ROBERTA_BASE,
     "swin-base": dict(model_type="swin", embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
     "swin-tiny": dict(model_type="swin"),  # SwinConfig defaults are swin-tiny-patch4-window7-224
     # small random bodies for tests and smoke runs
@@ -206,15 +209,17 @@ class TimmSwinBody(Body):
 
 
 # ---------------------------------------------------------------------------------------------------------
-def load_body(name: str, *, dropout: float = 0.0) -> Body:
+def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
     """Load a body by alias, hub id, local folder, "random:<any of these>", or "timm:<arch>[@weights]".
-    Dropout (hidden, attention, drop-path) is set to `dropout`; ORCA fine-tunes with 0."""
-    if name.startswith("random:"):
-        base = name.split(":", 1)[1]
-        body = _load(base, dropout=dropout, random_init=True)
-        body.name, body.pretraining_tokens = name, 0.0
-        return body
-    return _load(name, dropout=dropout, random_init=False)
+    Dropout (hidden, attention, drop-path) is set to `dropout`; ORCA fine-tunes with 0. Randomly initialised
+    bodies draw their weights from `seed` (without touching the global RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name.startswith("random:"):
+            body = _load(name.split(":", 1)[1], dropout=dropout, random_init=True)
+            body.name, body.pretraining_tokens = name, 0.0
+            return body
+        return _load(name, dropout=dropout, random_init=False)
 
 
 def body_modality(name: str) -> str:

@@ -1,0 +1,34 @@
+import pytest
+
+from orca_ray.config import TrialConfig
+
+
+def test_hash_is_stable_and_ignores_locations():
+    a = TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=1)
+    b = TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=1, data_root="/x", cache_dir="/y")
+    assert a.config_hash == b.config_hash and len(a.config_hash) == 16
+    assert a.config_hash != TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=2).config_hash
+    assert TrialConfig.from_dict(a.to_dict()) == a
+
+
+def test_align_key_shared_by_trials_that_only_differ_in_fine_tuning():
+    base = TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=4)
+    same = [TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=e, freeze=f, lr=lr)
+            for e, f, lr in [(8, "none", None), (4, "body", 1e-3), (0, "embedder+body", None)]]
+    assert {c.align_key for c in same} == {base.align_key}
+    # but not across seeds, proxies or bodies (ORCA's path omitted these and trials collided)
+    for other in [dict(seed=1), dict(proxy="fake-text"), dict(body="random:minilm")]:
+        assert TrialConfig(**{**base.to_dict(), **other}).align_key != base.align_key
+    assert len({c.config_hash for c in [base, *same]}) == 4
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="unknown trial config field"):
+        TrialConfig.from_dict({"task": "t", "body": "b", "epochs": 3})
+    with pytest.raises(ValueError, match="preset"):
+        TrialConfig(task="t", body="b", preset="full")
+    with pytest.raises(ValueError, match="no embedder training"):
+        TrialConfig(task="t", body="b", proxy="none", embedder_epochs=3)
+    with pytest.raises(ValueError, match="unknown part"):
+        TrialConfig(task="t", body="b", freeze="head")
+    assert TrialConfig(task="t", body="b", freeze="body+embedder").freeze == "embedder+body"
