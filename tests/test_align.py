@@ -1,0 +1,129 @@
+import copy
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import torch
+
+from orca_ray.align import Aligner, AlignHParams, EmbedderSnapshots, align_labels
+from orca_ray.bodies import load_body
+from orca_ray.model import build_embedder
+from orca_ray.proxies import proxy_features
+from orca_ray.tasks import load_task
+
+HP = AlignHParams(optimizer="adamw", lr=1e-3, batch_per_class=16)
+
+
+def make_aligner(task, body, px, py, snapshots=None, seed=0, hp=HP):
+    torch.manual_seed(seed)
+    embedder = build_embedder(task, body)
+    return Aligner(embedder, task, px, py, hp, seed=seed, snapshots=snapshots, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    task = load_task("synthetic-satellite", seed=0, n_train=120)
+    body = load_body("tiny-text")
+    px, py = proxy_features("fake-text", "tiny-text", body, size=300, seed=0)
+    return task, body, px, py
+
+
+@pytest.mark.slow
+def test_alignment_lowers_otdd_on_a_bundled_real_task(minilm):
+    """The real MiniLM, the real WNUT-16 text proxy, the real BasicMotions series."""
+    task = load_task("basicmotions", seed=0)
+    px, py = proxy_features("wnut16", "minilm", minilm, size=1000, seed=0)
+    body = copy.deepcopy(minilm)
+    aligner = make_aligner(task, body, px, py, hp=AlignHParams(lr=1e-3, batch_per_class=16))
+    otdd = aligner.run(8)
+    assert len(otdd) == 9 and all(np.isfinite(otdd))
+    assert otdd[-1] < otdd[0] * 0.97, otdd
+
+
+def test_lr_rule_and_batch_per_class():
+    from orca_ray.refine import NB360_HPARAMS
+
+    ecg = AlignHParams.from_refine(NB360_HPARAMS["ecg"], "ecg")
+    assert ecg.lr == pytest.approx(1e-5) and ecg.batch_per_class == 132 and ecg.optimizer == "sgd"
+    darcy = AlignHParams.from_refine(NB360_HPARAMS["darcy"], "synthetic-darcy")
+    assert darcy.lr == pytest.approx(1e-2) and darcy.batch_per_class == 132
+
+
+def test_pseudo_labels_for_tasks_without_classes():
+    deepsea = load_task("synthetic-deepsea", seed=0)
+    labels = align_labels(deepsea, seed=0)
+    assert labels.shape == (len(deepsea.train),) and len(np.unique(labels)) == 10
+    assert np.array_equal(labels, align_labels(deepsea, seed=0))
+    darcy = load_task("synthetic-darcy", seed=0)
+    assert len(np.unique(align_labels(darcy, seed=0))) == 10
+
+
+def test_gradient_reaches_embedder_only(tiny):
+    task, body, px, py = tiny
+    aligner = make_aligner(task, body, px, py)
+    loss = aligner.loss(0)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in aligner.embedder.parameters())
+    assert not px.requires_grad
+
+
+def test_snapshots_reuse_and_continue_bit_identically(tiny, tmp_path):
+    task, body, px, py = tiny
+    straight = make_aligner(task, body, px, py)
+    want = straight.run(4)
+    want_state = {k: v.clone() for k, v in straight.embedder.state_dict().items()}
+
+    snaps = EmbedderSnapshots(tmp_path / "key")
+    first = make_aligner(task, body, px, py, snapshots=snaps)
+    assert first.run(2) == want[:3]
+    assert snaps.epochs() == [0, 1, 2]
+    # a trial asking for fewer epochs loads the snapshot: nothing is trained again
+    seen = []
+    again = make_aligner(task, body, px, py, snapshots=snaps)
+    again.run(1, lambda k, v, s, restored: seen.append((k, restored)))
+    assert seen == [(0, True), (1, True)]
+    assert all(torch.equal(v, snaps.load(1)["embedder"][k]) for k, v in again.embedder.state_dict().items())
+    # one asking for more continues from the latest snapshot, exactly as if trained straight through
+    longer = make_aligner(task, body, px, py, snapshots=snaps)
+    got = longer.run(4)
+    assert got == want
+    assert all(torch.equal(v, want_state[k]) for k, v in longer.embedder.state_dict().items())
+    assert snaps.epochs() == [0, 1, 2, 3, 4]
+
+
+def _race(root, out, seed):
+    torch.set_num_threads(1)
+    task = load_task("synthetic-satellite", seed=0, n_train=120)
+    body = load_body("tiny-text")
+    px, py = proxy_features("fake-text", "tiny-text", body, size=300, seed=0)
+    aligner = make_aligner(task, body, px, py, snapshots=EmbedderSnapshots(root), seed=seed)
+    out.put(aligner.run(3))
+
+
+def test_two_trials_racing_for_one_snapshot_do_not_corrupt_it(tmp_path):
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(tmp_path / "key", out, 0)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results[0] == results[1]
+    snaps = EmbedderSnapshots(tmp_path / "key")
+    assert snaps.epochs() == [0, 1, 2, 3]
+    assert not list((tmp_path / "key").glob(".*.tmp"))  # no half-written files left
+    for k in range(4):
+        snaps.load(k)  # every snapshot is a whole, loadable file
+
+
+class Arbitrary:
+    """Not a tensor, not a plain container: a weights-only load must refuse to unpickle it."""
+
+
+def test_snapshot_loading_is_weights_only(tmp_path):
+    snaps = EmbedderSnapshots(tmp_path)
+    torch.save({"embedder": {}, "payload": Arbitrary()}, tmp_path / "epoch_0000.pt")
+    with pytest.raises(RuntimeError, match="unreadable"):
+        snaps.load(0)

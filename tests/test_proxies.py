@@ -1,0 +1,103 @@
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from orca_ray.bodies import load_body
+from orca_ray.proxies import ProxyDataError, proxy_features, resolve_proxy
+
+
+@pytest.fixture(scope="module")
+def swin():
+    return load_body("tiny-swin")
+
+
+def test_resolve_follows_the_body_modality():
+    assert resolve_proxy("auto", "minilm", "demo") == "wnut16"
+    assert resolve_proxy("auto", "roberta-base", "paper") == "conll"
+    assert resolve_proxy("auto", "swin-base", "paper") == "cifar10"
+    assert resolve_proxy("auto", "tiny-swin", "demo") == "digits"
+    with pytest.raises(ValueError, match="does not fit body 'minilm'"):
+        resolve_proxy("cifar10", "minilm", "demo")
+    with pytest.raises(ValueError, match="unknown proxy"):
+        resolve_proxy("imagenet", "minilm", "demo")
+
+
+def test_image_proxies_go_through_the_bodys_patch_embedding(swin, tmp_path):
+    x, y = proxy_features("digits", "tiny-swin", swin, size=100, cache_dir=tmp_path)
+    assert x.shape == (100, swin.embed_dim) and y.dtype == torch.int64 and len(y.unique()) == 10
+    # by hand: resize to the body's image size, its own conv + LayerNorm, mean over tokens
+    from sklearn.datasets import load_digits
+
+    img = torch.from_numpy((load_digits().images[:1].astype(np.float32) / 16 - 0.5) / 0.5)[:, None].repeat(1, 3, 1, 1)
+    img = torch.nn.functional.interpolate(img, size=(32, 32), mode="bilinear", align_corners=False)
+    init = swin.embedding_init
+    t = torch.nn.functional.conv2d(img, init.patch_weight, init.patch_bias, stride=4).flatten(2).transpose(1, 2)
+    t = torch.nn.functional.layer_norm(t, (t.shape[-1],), init.norm_weight, init.norm_bias)
+    assert torch.allclose(x[0], t.mean(1)[0], atol=1e-5)
+
+
+def test_features_are_cached_by_proxy_body_size_seed(swin, tmp_path):
+    a = proxy_features("fake-images", "tiny-swin", swin, size=64, seed=0, cache_dir=tmp_path)
+    files = list((tmp_path / "proxies").glob("*.safetensors"))
+    assert len(files) == 1
+    b = proxy_features("fake-images", "tiny-swin", swin, size=64, seed=0, cache_dir=tmp_path)
+    assert torch.equal(a[0], b[0])
+    c = proxy_features("fake-images", "tiny-swin", swin, size=64, seed=1, cache_dir=tmp_path)
+    assert not torch.equal(a[0], c[0]) and len(list((tmp_path / "proxies").glob("*.safetensors"))) == 2
+
+
+def test_wnut16_is_real_labelled_text(minilm, tmp_path):
+    x, y = proxy_features("wnut16", "minilm", minilm, size=500, cache_dir=tmp_path)
+    assert x.shape == (500, 384) and len(y.unique()) == 21  # WNUT-16's 21 tags, rare ones kept
+    assert torch.isfinite(x).all()
+    fake_x, fake_y = proxy_features("fake-text", "minilm", minilm, size=500, cache_dir=tmp_path)
+    assert fake_x.shape == x.shape and len(fake_y.unique()) == 21
+
+
+def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 20))}
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump(batch, fh)
+    x, y = proxy_features("cifar10", "tiny-swin", swin, size=50, data_root=tmp_path, cache_dir=tmp_path)
+    assert x.shape == (50, swin.embed_dim) and y.max() < 10
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    imgs = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as fh:
+        fh.write(b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in imgs.shape) + imgs.tobytes())
+    with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as fh:
+        fh.write(b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + (np.arange(30) % 10).astype(np.uint8).tobytes())
+    x, y = proxy_features("mnist", "tiny-swin", swin, size=30, data_root=tmp_path, cache_dir=tmp_path)
+    assert x.shape == (30, swin.embed_dim) and y.tolist() == list(np.arange(30) % 10)
+
+
+def test_missing_and_mismatched_proxy_files_say_what_to_do(swin, minilm, tmp_path):
+    with pytest.raises(ProxyDataError, match="--data-root"):
+        proxy_features("cifar10", "tiny-swin", swin, data_root=None, cache_dir=tmp_path)
+    with pytest.raises(ProxyDataError, match="cifar-10-python.tar.gz"):
+        proxy_features("cifar10", "tiny-swin", swin, data_root=tmp_path, cache_dir=tmp_path)
+    with pytest.raises(ProxyDataError, match="train-images-idx3-ubyte"):
+        proxy_features("mnist", "tiny-swin", swin, data_root=tmp_path, cache_dir=tmp_path)
+    np.save(tmp_path / "text_xs.npy", np.zeros((10, 32, 768), np.float32))
+    np.save(tmp_path / "text_ys.npy", np.zeros(10, np.int64))
+    with pytest.raises(ProxyDataError, match="768-d but body 'minilm' takes 384-d"):
+        proxy_features("conll", "minilm", minilm, data_root=tmp_path, cache_dir=tmp_path)
+
+
+def test_conll_feature_pair_as_orca_ships_it(tmp_path):
+    body = load_body("tiny-text")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "text_xs.npy", rng.standard_normal((40, 32, body.embed_dim)).astype(np.float32))
+    np.save(tmp_path / "text_ys.npy", rng.integers(0, 5, 40))
+    x, y = proxy_features("conll", "tiny-text", body, size=30, data_root=tmp_path, cache_dir=tmp_path)
+    assert x.shape == (30, body.embed_dim) and len(y) == 30
+    want = np.load(tmp_path / "text_xs.npy")[:30].mean(1)
+    assert np.allclose(x.numpy(), want, atol=1e-6)
