@@ -182,8 +182,10 @@ def build_embedder(task, body: Body, *, target_seq_len: int | None = None, init_
             emb = Embedder2D(c, body.embed_dim, body.image_size, body.patch_size, (h, w))
         else:
             limit = min(target_seq_len or 64, body.max_tokens or 64)
-            side = max(1, math.isqrt(limit))  # tokens per side
-            patch = max(1, math.ceil(max(h, w) / side))
+            # patches of at least 2×2 pixels: a one-pixel token is a single scalar, which LayerNorm reduces
+            # to its sign, drowned by the position embedding
+            patch = max(2, math.ceil(max(h, w) / max(1, math.isqrt(limit))))
+            side = math.ceil(max(h, w) / patch)  # tokens per side
             emb = Embedder2D(c, body.embed_dim, patch * side, patch, (h, w), learned_positions=True)
     if init_from_body:
         emb.init_from_body(body.embedding_init)

@@ -79,8 +79,8 @@ NB360_ALIGN_EPOCHS = {"satellite": 60, "deepsea": 60, "ecg": 60, "ninapro": 100,
 NB360_TARGET_SEQ_LEN = {"satellite": 64, "deepsea": 512, "ecg": 64}
 
 # small real tasks run on a laptop CPU: short, and a learning rate that moves a pretrained body in few epochs
-DEMO_HPARAMS = RefineHParams("adamw", 1e-4, weight_decay=1e-5, epochs=8, batch_size=16, accum=1, clip=1.0,
-                             warmup_epochs=1, decay_epochs=8)
+DEMO_HPARAMS = RefineHParams("adamw", 1e-4, weight_decay=1e-5, epochs=8, batch_size=8, accum=1,
+                             clip=1.0, warmup_epochs=1, decay_epochs=8)
 
 
 def hparams_for(task_name: str) -> RefineHParams:

@@ -1,0 +1,167 @@
+"""One trial = one TrialConfig: align the embedder, then refine, reporting every epoch to Ray Tune.
+
+The only module that calls `tune.report`. Every report is one Parquet row (see results.RESULT_SCHEMA):
+phase "align" rows carry the OTDD after k embedder epochs (k = 0..embedder_epochs); phase "refine" rows
+carry train loss, validation and test score after each fine-tuning epoch.
+
+Fault tolerance: the trial checkpoints after alignment and after every refine epoch (trainable weights,
+the aligned embedder, optimiser and schedule). A trial restarted by Tune (FailureConfig) or by
+`Tuner.restore` resumes from `tune.get_checkpoint()` and never repeats a finished epoch; embedder snapshots
+and proxy features are shared on disk between trials (align.EmbedderSnapshots, proxies.proxy_features).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from .align import Aligner, AlignHParams, EmbedderSnapshots
+from .bodies import load_body
+from .config import TrialConfig
+from .model import apply_freeze, build_model
+from .proxies import default_cache_dir, proxy_features, resolve_proxy
+from .refine import NB360_TARGET_SEQ_LEN, Refiner, hparams_for
+from .tasks import Task, load_task
+
+CHECKPOINT_FILE = "trial_state.pt"
+_CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
+
+
+def trial_config(config: dict) -> TrialConfig:
+    """The TrialConfig inside a Tune config: flat (Optuna spaces) or under "trial" (grid sweeps)."""
+    flat = {**{k: v for k, v in config.items() if k != "trial"}, **config.get("trial", {})}
+    return TrialConfig.from_dict({k: v for k, v in flat.items() if k in _CONFIG_FIELDS})
+
+
+def refine_hparams(cfg: TrialConfig, task: Task):
+    hp = hparams_for(task.name).with_overrides(
+        epochs=cfg.refine_epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size, accum=cfg.accum, clip=cfg.clip, warmup_epochs=cfg.warmup_epochs,
+        decay_epochs=cfg.decay_epochs)
+    if cfg.refine_epochs is not None and cfg.decay_epochs is None and hp.decay_epochs < hp.epochs:
+        hp = hp.with_overrides(decay_epochs=hp.epochs)
+    return hp
+
+
+def task_key(cfg: TrialConfig) -> str:
+    """Trials with equal keys load identical Task objects (same data, subsets and validation split)."""
+    return "|".join(str(v) for v in (cfg.task, cfg.seed, cfg.val_fraction, cfg.max_train_samples,
+                                     cfg.max_eval_samples, cfg.data_root))
+
+
+def load_trial_task(cfg: TrialConfig) -> Task:
+    return load_task(cfg.task, data_root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                     max_train_samples=cfg.max_train_samples, max_eval_samples=cfg.max_eval_samples)
+
+
+class TrialRun:
+    """A trial outside Ray: the pieces and the epoch loop, with `report(row, state)` injected. The Tune
+    trainable below wires `report` to tune.report + checkpoints; tests and benchmarks call it directly."""
+
+    def __init__(self, cfg: TrialConfig, task: Task | None = None):
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # trial logs: our rows, not weight-loading progress bars
+        transformers.logging.disable_progress_bar()
+        self.cfg = cfg
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        torch.manual_seed(cfg.seed)
+        self.task = task if task is not None else load_trial_task(cfg)
+        self.body = load_body(cfg.body, dropout=cfg.dropout, seed=cfg.seed)
+        self.proxy = resolve_proxy(cfg.proxy, cfg.body, cfg.preset)
+        seq_len = cfg.target_seq_len or NB360_TARGET_SEQ_LEN.get(self.task.name.removeprefix("synthetic-"))
+        self.model = build_model(self.task, self.body, target_seq_len=seq_len, seed=cfg.seed)
+        self.hp = refine_hparams(cfg, self.task)
+        self.constants = {
+            "config_hash": cfg.config_hash, "task": cfg.task, "body": cfg.body, "proxy": self.proxy,
+            "embedder_epochs": cfg.embedder_epochs, "freeze": cfg.freeze, "seed": cfg.seed, "lr": self.hp.lr,
+            "pretraining_tokens": _nan_if_none(self.body.pretraining_tokens),
+            "preset": cfg.preset, "metric": self.task.metric, "node": socket.gethostname(),
+        }
+
+    def row(self, phase: str, epoch: int, **values) -> dict:
+        nan = float("nan")
+        row = {**self.constants, "phase": phase, "epoch": epoch, "otdd": nan, "train_loss": nan,
+               "val_score": nan, "test_score": nan, "seconds": 0.0, "refine_epoch": 0, "best_val_score": nan}
+        row.update(values)
+        return row
+
+    def align(self, report) -> None:
+        """Stage 2, reporting one row per embedder epoch 0..k (restored epochs report seconds=0)."""
+        if self.proxy == "none":
+            return
+        cfg = self.cfg
+        px, py = proxy_features(self.proxy, cfg.body, self.body, size=cfg.proxy_size, seed=cfg.seed,
+                                data_root=cfg.data_root, cache_dir=self.cache_dir)
+        hp = AlignHParams.from_refine(self.hp, self.task.name, lr=cfg.align_lr, batch_per_class=cfg.align_batch_per_class)
+        snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / cfg.align_key)
+        aligner = Aligner(self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots,
+                          device=cfg.device)
+        last = cfg.embedder_epochs
+
+        def on_epoch(k, value, seconds, restored):
+            report(self.row("align", k, otdd=value, seconds=seconds), self.state(None) if k == last else None)
+
+        aligner.run(cfg.embedder_epochs, on_epoch)
+        self.model.embedder.to("cpu")
+
+    def state(self, refiner: Refiner | None) -> dict:
+        return {"embedder": {k: v.detach().cpu() for k, v in self.model.embedder.state_dict().items()},
+                "refine": None if refiner is None else refiner.state_dict()}
+
+    def refine(self, report, state: dict | None = None, max_steps_per_epoch: int | None = None) -> Refiner:
+        apply_freeze(self.model, self.cfg.frozen_parts)
+        refiner = Refiner(self.model, self.task, self.hp, seed=self.cfg.seed, device=self.cfg.device,
+                          max_steps_per_epoch=max_steps_per_epoch)
+        if state is not None and state.get("refine") is not None:
+            refiner.load_state_dict(state["refine"])
+        best = math.inf
+        for r in refiner.fit():
+            best = min(best, r.val_score) if math.isfinite(r.val_score) else best
+            report(self.row("refine", r.epoch, train_loss=r.train_loss, val_score=r.val_score,
+                            test_score=r.test_score, seconds=r.seconds, refine_epoch=r.epoch, lr_now=r.lr,
+                            best_val_score=best), self.state(refiner))
+        return refiner
+
+    def run(self, report, state: dict | None = None) -> None:
+        if state is None:
+            self.align(report)
+        else:
+            self.model.embedder.load_state_dict(state["embedder"])  # the aligned embedder, not realigned
+        self.refine(report, state)
+
+
+# ---- the Tune trainable ----------------------------------------------------------------------------------
+def align_then_refine(config: dict, tasks: dict | None = None) -> None:
+    """Ray Tune function trainable. `tasks` (via tune.with_parameters) maps task_key → preloaded Task,
+    shared through the object store instead of loading data in every trial."""
+    from ray import tune
+
+    cfg = trial_config(config)
+    task = (tasks or {}).get(task_key(cfg))
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    run = TrialRun(cfg, task=task)
+
+    def report(row: dict, trial_state: dict | None) -> None:
+        if trial_state is None:
+            tune.report(row)
+            return
+        with tempfile.TemporaryDirectory(prefix="orca-ckpt-") as d:
+            torch.save(trial_state, os.path.join(d, CHECKPOINT_FILE))
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+
+    run.run(report, state)
+
+
+def _nan_if_none(v):
+    return float("nan") if v is None else float(v)

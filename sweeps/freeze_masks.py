@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Which parts must be fine-tuned? Freeze the embedder, the body, or both, with and without embedder
+training (study Fig. 4). The predictor always trains."""
+
+from orca_ray.refine import NB360_ALIGN_EPOCHS
+from orca_ray.sweep import body_for, main
+
+MASKS = ["none", "embedder", "body", "embedder+body"]
+DEMO_ALIGN_EPOCHS = 30
+
+
+def space(args):
+    grids = []
+    for task in args.tasks:
+        epochs = args.embedder_epochs or (DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60))
+        grids.append({"task": task, "body": body_for(task, args.preset), "proxy": "auto", "freeze": args.masks,
+                      "embedder_epochs": [0, epochs], "seed": args.seeds})
+    return grids
+
+
+def add_args(parser):
+    parser.add_argument("--masks", nargs="+", default=MASKS, help="freeze masks ('+'-joined parts, or none)")
+    parser.add_argument("--embedder-epochs", type=int, help="embedder epochs of the aligned arm")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(default_name="freeze_masks", description=__doc__, space=space, add_args=add_args))

@@ -1,0 +1,152 @@
+"""Real local Ray Tune sweeps through run_sweep and the real trainable, read back from Parquet.
+
+Tiny synthetic task and tiny body so each trial takes seconds; the trainable, the embedder snapshots, the
+proxy features, the checkpoints and the Parquet sink are the production ones.
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from ray import tune
+
+from orca_ray.config import TrialConfig
+from orca_ray.results import read_results
+from orca_ray.sweep import SweepSpec, expand_grid, run_sweep
+
+pytestmark = pytest.mark.slow
+
+REFINE_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def space(tmp_path, **over):
+    base = {"task": "synthetic-satellite", "body": "tiny-text", "proxy": "auto", "embedder_epochs": [0, 2],
+            "seed": [0, 1], "refine_epochs": REFINE_EPOCHS, "batch_size": 32, "proxy_size": 400,
+            "align_batch_per_class": 8, "cache_dir": str(tmp_path / "cache")}
+    return {**base, **over}
+
+
+def expected_rows(configs: list[TrialConfig]) -> set[tuple]:
+    rows = set()
+    for c in configs:
+        rows |= {(c.config_hash, "align", k) for k in range(c.embedder_epochs + 1)}
+        rows |= {(c.config_hash, "refine", k) for k in range(1, REFINE_EPOCHS + 1)}
+    return rows
+
+
+def row_keys(df: pd.DataFrame) -> list[tuple]:
+    return list(zip(df["config_hash"], df["phase"], df["epoch"]))
+
+
+def tune_results(experiment: Path) -> dict[str, list[tuple]]:
+    """(phase, epoch) of every result Tune itself logged, per trial directory (result.json lines)."""
+    out = {}
+    for f in experiment.glob("*/result.json"):
+        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        out[f.parent.name] = [(r["phase"], r["epoch"]) for r in lines]
+    return out
+
+
+def test_sweep_writes_every_row_once(ray_local, tmp_path):
+    spec = SweepSpec(name="grid", space=space(tmp_path), storage=str(tmp_path / "store"), analysis=True)
+    configs = expand_grid(spec.space)
+    grid = run_sweep(spec)
+    assert not grid.errors and len(grid) == 4
+    df = read_results(spec.results_root)
+    assert sorted(row_keys(df)) == sorted(expected_rows(configs))  # every row, exactly once
+    assert set(df["sweep"]) == {"grid"} and set(df["body"]) == {"tiny-text"} and set(df["proxy"]) == {"wnut16"}
+    refine = df[df.phase == "refine"]
+    assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
+    assert df[df.phase == "align"]["otdd"].notna().all()
+    # trials of one seed share the aligned trajectory: the 0-epoch trial's OTDD is the 2-epoch trial's row 0
+    align0 = df[(df.phase == "align") & (df.epoch == 0)].groupby("seed")["otdd"].nunique()
+    assert (align0 == 1).all()
+    assert (df[df.phase == "align"].sort_values("epoch").groupby("config_hash")["otdd"].apply(
+        lambda s: s.iloc[-1] <= s.iloc[0])).all()
+    # trial directories are named from the config hash, not at random
+    dirs = {p.name for p in Path(spec.experiment_path).iterdir() if p.is_dir()}
+    assert {c.short_name() for c in configs} <= dirs
+    # and the figures were drawn from the Parquet files
+    assert any(Path(spec.experiment_path, "figures").glob("*.png"))
+
+
+class KillTrialOnce(tune.Callback):
+    """Kills one trial's actor (as if its process or node died) once its first refine epoch is checkpointed."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        last = trial.last_result or {}
+        if last.get("phase") == "refine" and last.get("epoch") == 1 and not os.path.exists(self.marker):
+            Path(self.marker).write_text(trial.trial_id)
+            ray.kill(trial.temporary_state.ray_actor, no_restart=True)
+
+
+class InterruptAfter(tune.Callback):
+    """Sends SIGINT to the driver (Ctrl+C) after n results, once."""
+
+    def __init__(self, n: int, marker: str):
+        self.n, self.marker, self.seen = n, marker, 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.seen += 1
+        if self.seen >= self.n and not os.path.exists(self.marker):
+            Path(self.marker).write_text("stopped")
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
+    spec = SweepSpec(name="resume", space=space(tmp_path), storage=str(tmp_path / "store"), max_failures=2,
+                     max_concurrent=2, analysis=False,
+                     extra_callbacks=[KillTrialOnce(str(tmp_path / "killed")),
+                                      InterruptAfter(9, str(tmp_path / "stopped"))])
+    configs = expand_grid(spec.space)
+    run_sweep(spec)  # returns when SIGINT stops the driver mid-sweep
+    assert (tmp_path / "stopped").exists() and (tmp_path / "killed").exists()
+    partial = read_results(spec.results_root)
+    assert 0 < len(partial) < len(expected_rows(configs))
+
+    grid = run_sweep(spec)  # the same command again: Tuner.restore
+    assert not grid.errors and len(grid) == 4
+    df = read_results(spec.results_root)
+    assert sorted(row_keys(df)) == sorted(expected_rows(configs))
+    # rows written before the stop were kept, not reported again by a re-run
+    before = partial.set_index(["trial_id", "phase", "epoch"])["reported_at"]
+    after = df.set_index(["trial_id", "phase", "epoch"])["reported_at"]
+    assert (after.loc[before.index] == before).mean() > 0.5
+    # the killed trial resumed from its refine-epoch-1 checkpoint and every trial continued from checkpoints:
+    # in Tune's own logs no refine epoch was ever run twice
+    logs = tune_results(Path(spec.experiment_path))
+    assert len(logs) == 4
+    for trial_dir, results in logs.items():
+        refine_epochs = [e for phase, e in results if phase == "refine"]
+        assert sorted(refine_epochs) == list(range(1, REFINE_EPOCHS + 1)), (trial_dir, results)
+
+
+def test_dry_run_starts_no_ray(capsys):
+    from importlib import util
+
+    assert not ray.is_initialized()
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "embedder_epochs.py"
+    mod_spec = util.spec_from_file_location("embedder_epochs_script", path)
+    module = util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    from orca_ray.sweep import main
+
+    assert main(default_name="embedder_epochs", description="", space=module.space, add_args=module.add_args,
+                argv=["--dry-run", "--seeds", "0", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "12 trials" in out and "GPU-hours" in out and "osuleaf" in out
+    assert not ray.is_initialized()
