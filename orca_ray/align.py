@@ -32,7 +32,14 @@ from .refine import RefineHParams, make_optimizer, pick_device
 from .tasks import Task
 
 # ORCA's per-class target batch b per task
-NB360_BATCH_PER_CLASS = {"satellite": 144, "deepsea": 80, "ecg": 132, "ninapro": 160, "cifar100": 160, "darcy": 132}
+NB360_BATCH_PER_CLASS = {
+    "satellite": 144,
+    "deepsea": 80,
+    "ecg": 132,
+    "ninapro": 160,
+    "cifar100": 160,
+    "darcy": 132,
+}
 DEFAULT_BATCH_PER_CLASS = 64
 PSEUDO_CLASSES = 10
 
@@ -50,13 +57,27 @@ class AlignHParams:
     inner: str = "exact"  # OTDD label distance: "exact" (entropic OT) or "gaussian"
 
     @classmethod
-    def from_refine(cls, hp: RefineHParams, task_name: str, *, lr: float | None = None,
-                    batch_per_class: int | None = None, inner: str = "exact") -> AlignHParams:
+    def from_refine(
+        cls,
+        hp: RefineHParams,
+        task_name: str,
+        *,
+        lr: float | None = None,
+        batch_per_class: int | None = None,
+        inner: str = "exact",
+    ) -> AlignHParams:
         """ORCA: the fine-tuning optimiser, its lr ×10 when lr ≤ 1e-3."""
         base = task_name.removeprefix("synthetic-")
         b = batch_per_class or NB360_BATCH_PER_CLASS.get(base, DEFAULT_BATCH_PER_CLASS)
-        return cls(optimizer=hp.optimizer, lr=lr or (hp.lr * 10 if hp.lr <= 1e-3 else hp.lr), betas=hp.betas,
-                   momentum=hp.momentum, weight_decay=hp.weight_decay, batch_per_class=b, inner=inner)
+        return cls(
+            optimizer=hp.optimizer,
+            lr=lr or (hp.lr * 10 if hp.lr <= 1e-3 else hp.lr),
+            betas=hp.betas,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+            batch_per_class=b,
+            inner=inner,
+        )
 
 
 def align_labels(task: Task, seed: int) -> np.ndarray:
@@ -101,7 +122,9 @@ class EmbedderSnapshots:
         try:
             return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise RuntimeError(f"embedder snapshot {self.path(epoch)} is unreadable ({e}); delete it to retrain") from e
+            raise RuntimeError(
+                f"embedder snapshot {self.path(epoch)} is unreadable ({e}); delete it to retrain"
+            ) from e
 
     @contextmanager
     def lock(self, timeout: float = -1):
@@ -115,9 +138,18 @@ class Aligner:
     """Algorithm 1 for one embedder. `run(epochs, on_epoch)` trains (or restores) to `epochs` and calls
     `on_epoch(epoch, otdd, seconds, restored)` for every epoch 0..epochs in order."""
 
-    def __init__(self, embedder: nn.Module, task: Task, proxy_x: torch.Tensor, proxy_y: torch.Tensor,
-                 hp: AlignHParams, *, seed: int = 0, snapshots: EmbedderSnapshots | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        embedder: nn.Module,
+        task: Task,
+        proxy_x: torch.Tensor,
+        proxy_y: torch.Tensor,
+        hp: AlignHParams,
+        *,
+        seed: int = 0,
+        snapshots: EmbedderSnapshots | None = None,
+        device: str | torch.device | None = None,
+    ):
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.embedder = embedder.to(self.device)
         self.task, self.hp, self.seed, self.snapshots = task, hp, seed, snapshots
@@ -125,12 +157,21 @@ class Aligner:
         classes, counts = np.unique(self.labels, return_counts=True)
         keep = counts >= 2  # OTDD needs a cloud of ≥2 points per class
         self.classes = classes[keep]
-        self.weights = torch.tensor(counts[keep] / counts[keep].sum(), dtype=torch.float32, device=self.device)
+        self.weights = torch.tensor(
+            counts[keep] / counts[keep].sum(), dtype=torch.float32, device=self.device
+        )
         self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
         self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
-        refine_like = RefineHParams(optimizer=hp.optimizer, lr=hp.lr, betas=hp.betas, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay)
-        self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], refine_like)
+        refine_like = RefineHParams(
+            optimizer=hp.optimizer,
+            lr=hp.lr,
+            betas=hp.betas,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+        )
+        self.optimizer = make_optimizer(
+            [p for p in self.embedder.parameters() if p.requires_grad], refine_like
+        )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(hp.milestones), hp.gamma)
         self.epoch = 0
         self.otdd: list[float] = []
@@ -141,8 +182,11 @@ class Aligner:
         idx, lab = [], []
         for c in self.classes:
             members = self.members[c]
-            take = members if len(members) <= self.hp.batch_per_class else rng.choice(
-                members, self.hp.batch_per_class, replace=False)
+            take = (
+                members
+                if len(members) <= self.hp.batch_per_class
+                else rng.choice(members, self.hp.batch_per_class, replace=False)
+            )
             idx.append(np.sort(take))
             lab.append(np.full(len(take), c))
         idx, lab = np.concatenate(idx), np.concatenate(lab)
@@ -155,9 +199,13 @@ class Aligner:
         return (self.weights * per_class).sum()
 
     def state_dict(self) -> dict:
-        return {"embedder": {k: v.detach().cpu() for k, v in self.embedder.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "epoch": self.epoch, "otdd": list(self.otdd)}
+        return {
+            "embedder": {k: v.detach().cpu() for k, v in self.embedder.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "otdd": list(self.otdd),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.embedder.load_state_dict(state["embedder"])
@@ -165,7 +213,9 @@ class Aligner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.otdd = int(state["epoch"]), [float(v) for v in state["otdd"]]
 
-    def run(self, epochs: int, on_epoch: Callable[[int, float, float, bool], None] | None = None) -> list[float]:
+    def run(
+        self, epochs: int, on_epoch: Callable[[int, float, float, bool], None] | None = None
+    ) -> list[float]:
         on_epoch = on_epoch or (lambda *a: None)
         with self.snapshots.lock() if self.snapshots else _null():
             start = self.snapshots.latest_at_most(epochs) if self.snapshots else None
@@ -184,8 +234,10 @@ class Aligner:
                     loss = self.loss(k)
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise FloatingPointError(f"OTDD is {value} at embedder epoch {k}; lower the align lr "
-                                             f"(now {self.optimizer.param_groups[0]['lr']:g})")
+                    raise FloatingPointError(
+                        f"OTDD is {value} at embedder epoch {k}; lower the align lr "
+                        f"(now {self.optimizer.param_groups[0]['lr']:g})"
+                    )
                 if k == len(self.otdd):
                     self.otdd.append(value)
                     if self.snapshots:

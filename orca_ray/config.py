@@ -20,8 +20,19 @@ PRESETS = ("demo", "paper")
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
 # fields the aligned embedder depends on (besides the align hyperparameters resolved at run time)
-_ALIGN_FIELDS = ("task", "body", "proxy", "seed", "proxy_size", "align_batch_per_class", "align_lr",
-                 "target_seq_len", "val_fraction", "max_train_samples", "preset")
+_ALIGN_FIELDS = (
+    "task",
+    "body",
+    "proxy",
+    "seed",
+    "proxy_size",
+    "align_batch_per_class",
+    "align_lr",
+    "target_seq_len",
+    "val_fraction",
+    "max_train_samples",
+    "preset",
+)
 
 
 @dataclass(frozen=True)
@@ -106,5 +117,7 @@ class TrialConfig:
         return parse_freeze(self.freeze)
 
     def short_name(self) -> str:
-        return (f"{self.task}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-e{self.embedder_epochs}-"
-                f"{self.freeze}-s{self.seed}-{self.config_hash[:8]}")
+        return (
+            f"{self.task}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-e{self.embedder_epochs}-"
+            f"{self.freeze}-s{self.seed}-{self.config_hash[:8]}"
+        )

@@ -55,7 +55,9 @@ METRICS = {
 }
 
 
-def compute_metric(name: str, y_true: np.ndarray, outputs: np.ndarray, groups: np.ndarray | None = None) -> float:
+def compute_metric(
+    name: str, y_true: np.ndarray, outputs: np.ndarray, groups: np.ndarray | None = None
+) -> float:
     """`outputs` are logits (classification), scores (multilabel) or predictions (regression, de-normalised)."""
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")

@@ -55,8 +55,10 @@ class Embedder1D(nn.Module):
             self.norm.bias.copy_(init.norm_bias)
             if init.positions is not None:
                 if len(init.positions) < self.num_tokens:
-                    raise ValueError(f"the body has {len(init.positions)} positions but the embedder makes "
-                                     f"{self.num_tokens} tokens; lower target_seq_len")
+                    raise ValueError(
+                        f"the body has {len(init.positions)} positions but the embedder makes "
+                        f"{self.num_tokens} tokens; lower target_seq_len"
+                    )
                 self.positions.copy_(init.positions[: self.num_tokens])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -68,8 +70,15 @@ class Embedder2D(nn.Module):
     """Resize to the body's image size → Conv2d(C, D, k=p, s=p) → tokens → LayerNorm(D)
     (→ + learned positions for bodies without their own 2D position bias, i.e. text bodies)."""
 
-    def __init__(self, in_channels: int, embed_dim: int, image_size: int, patch_size: int,
-                 input_hw: tuple[int, int] | None = None, learned_positions: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        embed_dim: int,
+        image_size: int,
+        patch_size: int,
+        input_hw: tuple[int, int] | None = None,
+        learned_positions: bool = False,
+    ):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -78,7 +87,9 @@ class Embedder2D(nn.Module):
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.projection = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim)
-        self.positions = nn.Parameter(torch.zeros(self.grid[0] * self.grid[1], embed_dim)) if learned_positions else None
+        self.positions = (
+            nn.Parameter(torch.zeros(self.grid[0] * self.grid[1], embed_dim)) if learned_positions else None
+        )
         _xavier_conv_(self.projection)
         if self.positions is not None:
             nn.init.normal_(self.positions, std=0.02)
@@ -90,7 +101,11 @@ class Embedder2D(nn.Module):
             self.norm.weight.copy_(init.norm_weight)
             self.norm.bias.copy_(init.norm_bias)
             w = init.patch_weight
-            if w is not None and w.shape[-1] == self.patch_size and w.shape[0] == self.projection.out_channels:
+            if (
+                w is not None
+                and w.shape[-1] == self.patch_size
+                and w.shape[0] == self.projection.out_channels
+            ):
                 c = self.projection.in_channels
                 if w.shape[1] != c:
                     w = w.mean(1, keepdim=True).repeat(1, c, 1, 1) * (w.shape[1] / c)
@@ -103,7 +118,9 @@ class Embedder2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         tokens = self.norm(self.projection(x).flatten(2).transpose(1, 2))
         if self.positions is not None:
             tokens = tokens + self.positions
@@ -163,18 +180,24 @@ class ORCAModel(nn.Module):
         return getattr(self, name)
 
 
-def build_embedder(task, body: Body, *, target_seq_len: int | None = None, init_from_body: bool = True) -> nn.Module:
+def build_embedder(
+    task, body: Body, *, target_seq_len: int | None = None, init_from_body: bool = True
+) -> nn.Module:
     """The embedder for a task's input shape and a body. 1D tasks need a sequence body (text); 2D tasks take
     either: a Swin body sees a (S/4)² patch grid at its own image size, a text body sees a patch grid sized so
     the tokens fit its positions (`target_seq_len`, default 64)."""
     if task.modality == "1d":
         if body.modality != "1d":
-            raise ValueError(f"1D task {task.name!r} needs a sequence (text) body, got the image body {body.name!r}; "
-                             "use e.g. --body minilm or roberta-base")
+            raise ValueError(
+                f"1D task {task.name!r} needs a sequence (text) body, got the image body {body.name!r}; "
+                "use e.g. --body minilm or roberta-base"
+            )
         c, length = task.input_shape
         limit = target_seq_len or 64
         if body.max_tokens is not None and limit > body.max_tokens:
-            raise ValueError(f"target_seq_len {limit} exceeds the {body.max_tokens} positions of body {body.name!r}")
+            raise ValueError(
+                f"target_seq_len {limit} exceeds the {body.max_tokens} positions of body {body.name!r}"
+            )
         emb = Embedder1D(c, length, body.embed_dim, limit)
     else:
         c, h, w = task.input_shape
@@ -214,13 +237,15 @@ def build_model(task, body: Body, *, target_seq_len: int | None = None, seed: in
 
 # ---- freeze masks ----------------------------------------------------------------------------------------
 def parse_freeze(freeze: str | Iterable[str]) -> frozenset[str]:
-    """"none" | "embedder" | "body" | "embedder+body" | ... → the set of frozen parts."""
+    """ "none" | "embedder" | "body" | "embedder+body" | ... → the set of frozen parts."""
     parts = [p for p in freeze.replace(",", "+").split("+") if p] if isinstance(freeze, str) else list(freeze)
     frozen = frozenset(p.strip() for p in parts) - {"none"}
     unknown = frozen - set(PARTS)
     if unknown:
-        raise ValueError(f"unknown part(s) {sorted(unknown)} in freeze={freeze!r}; use '+'-joined names from {PARTS}"
-                         " or 'none'")
+        raise ValueError(
+            f"unknown part(s) {sorted(unknown)} in freeze={freeze!r}; use '+'-joined names from {PARTS}"
+            " or 'none'"
+        )
     if frozen == set(PARTS):
         raise ValueError("freeze names every part: nothing would train")
     return frozen

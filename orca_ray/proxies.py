@@ -32,8 +32,12 @@ from .bodies import Body, body_modality
 
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
-DEFAULT_PROXY = {("1d", "demo"): "wnut16", ("1d", "paper"): "conll",
-                 ("2d", "demo"): "digits", ("2d", "paper"): "cifar10"}
+DEFAULT_PROXY = {
+    ("1d", "demo"): "wnut16",
+    ("1d", "paper"): "conll",
+    ("2d", "demo"): "digits",
+    ("2d", "paper"): "cifar10",
+}
 FAKE_CLASSES = 10  # torchvision FakeData's default
 _CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as ORCA's load_cifar(10)
 _MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
@@ -44,7 +48,7 @@ class ProxyDataError(FileNotFoundError):
 
 
 def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
-    """"auto" → the default proxy for the body's modality and the preset; checks a named proxy fits the body."""
+    """ "auto" → the default proxy for the body's modality and the preset; checks a named proxy fits the body."""
     modality = body_modality(body_name)
     if proxy == "auto":
         return DEFAULT_PROXY[(modality, preset)]
@@ -52,12 +56,15 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
         return proxy
     allowed = IMAGE_PROXIES if modality == "2d" else TEXT_PROXIES
     if proxy not in IMAGE_PROXIES + TEXT_PROXIES:
-        raise ValueError(f"unknown proxy {proxy!r}; image proxies {IMAGE_PROXIES}, text proxies {TEXT_PROXIES}, "
-                         "'auto' or 'none'")
+        raise ValueError(
+            f"unknown proxy {proxy!r}; image proxies {IMAGE_PROXIES}, text proxies {TEXT_PROXIES}, "
+            "'auto' or 'none'"
+        )
     if proxy not in allowed:
         kind = "an image" if modality == "2d" else "a text"
-        raise ValueError(f"proxy {proxy!r} does not fit body {body_name!r}, which is {kind} body: "
-                         f"use one of {allowed}")
+        raise ValueError(
+            f"proxy {proxy!r} does not fit body {body_name!r}, which is {kind} body: use one of {allowed}"
+        )
     return proxy
 
 
@@ -70,9 +77,17 @@ def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int) -> str:
     return f"{proxy}-{digest}"
 
 
-def proxy_features(proxy: str, body_name: str, body: Body, *, size: int = 5000, seed: int = 0,
-                   data_root: str | Path | None = None, cache_dir: str | Path | None = None,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def proxy_features(
+    proxy: str,
+    body_name: str,
+    body: Body,
+    *,
+    size: int = 5000,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) proxy features in the body's input space; cached on disk, built under a lock so concurrent
     trials on one node compute them once."""
     from filelock import FileLock
@@ -89,8 +104,11 @@ def proxy_features(proxy: str, body_name: str, body: Body, *, size: int = 5000, 
         if not torch.isfinite(x).all():
             raise ValueError(f"proxy {proxy!r} features through body {body_name!r} contain NaN/inf")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"x": x.contiguous(), "y": y.contiguous()}, str(tmp),
-                  metadata={"proxy": proxy, "body": body_name, "size": str(size), "seed": str(seed)})
+        save_file(
+            {"x": x.contiguous(), "y": y.contiguous()},
+            str(tmp),
+            metadata={"proxy": proxy, "body": body_name, "size": str(size), "seed": str(seed)},
+        )
         os.replace(tmp, path)  # never a half-written cache file
     return x, y
 
@@ -99,7 +117,9 @@ def _compute(proxy, body, *, size, seed, data_root, device):
     rng = np.random.default_rng(seed)
     if proxy in IMAGE_PROXIES:
         if body.modality != "2d":
-            raise ValueError(f"image proxy {proxy!r} needs an image body with a patch embedding, got {body.name!r}")
+            raise ValueError(
+                f"image proxy {proxy!r} needs an image body with a patch embedding, got {body.name!r}"
+            )
         images, labels = _load_images(proxy, size, rng, data_root)
         x = _patch_embedding_features(body, images, device)
         return x, torch.from_numpy(labels)
@@ -136,7 +156,9 @@ def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3, H, W) float32 normalised images and int64 labels."""
     if proxy == "fake-images":
         imgs = rng.integers(0, 256, (size, 3, 32, 32)).astype(np.float32) / 255.0  # FakeData: uniform pixels
-        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
+        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(
+            _CIFAR10_STD, np.float32
+        )[:, None, None]
         return imgs, _balanced_labels(rng, size, FAKE_CLASSES)
     if proxy == "digits":
         from sklearn.datasets import load_digits
@@ -147,7 +169,9 @@ def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
     elif proxy == "cifar10":
         imgs, labels = _read_cifar10(data_root)
         imgs = imgs.astype(np.float32) / 255.0
-        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
+        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(
+            _CIFAR10_STD, np.float32
+        )[:, None, None]
     elif proxy == "mnist":
         gray, labels = _read_mnist(data_root)
         gray = (gray.astype(np.float32) / 255.0 - _MNIST_MEAN) / _MNIST_STD
@@ -160,8 +184,10 @@ def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
 
 def _need_root(proxy: str, data_root, what: str) -> Path:
     if data_root is None:
-        raise ProxyDataError(f"proxy {proxy!r} reads {what} from the data root: pass --data-root DIR, or use a "
-                             f"bundled proxy ({'digits, fake-images' if proxy in IMAGE_PROXIES else 'wnut16, fake-text'})")
+        raise ProxyDataError(
+            f"proxy {proxy!r} reads {what} from the data root: pass --data-root DIR, or use a "
+            f"bundled proxy ({'digits, fake-images' if proxy in IMAGE_PROXIES else 'wnut16, fake-text'})"
+        )
     return Path(data_root)
 
 
@@ -171,8 +197,10 @@ def _read_cifar10(data_root) -> tuple[np.ndarray, np.ndarray]:
     files = [folder / f"data_batch_{i}" for i in range(1, 6)]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise ProxyDataError(f"CIFAR-10 proxy: missing {missing[0]}{' and others' if len(missing) > 1 else ''}. "
-                             f"Unpack cifar-10-python.tar.gz (the python version) into {root}")
+        raise ProxyDataError(
+            f"CIFAR-10 proxy: missing {missing[0]}{' and others' if len(missing) > 1 else ''}. "
+            f"Unpack cifar-10-python.tar.gz (the python version) into {root}"
+        )
     xs, ys = [], []
     for f in files:
         try:
@@ -181,7 +209,9 @@ def _read_cifar10(data_root) -> tuple[np.ndarray, np.ndarray]:
             xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch["labels"], dtype=np.int64))
         except Exception as e:
-            raise ProxyDataError(f"CIFAR-10 proxy: {f} is not a CIFAR-10 python batch ({e}); re-extract it") from e
+            raise ProxyDataError(
+                f"CIFAR-10 proxy: {f} is not a CIFAR-10 python batch ({e}); re-extract it"
+            ) from e
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -203,11 +233,16 @@ def _read_mnist(data_root) -> tuple[np.ndarray, np.ndarray]:
     root = _need_root("mnist", data_root, "MNIST idx files")
     for folder in (root / "MNIST" / "raw", root / "mnist", root):
         for suffix in ("", ".gz"):
-            img, lab = folder / f"train-images-idx3-ubyte{suffix}", folder / f"train-labels-idx1-ubyte{suffix}"
+            img, lab = (
+                folder / f"train-images-idx3-ubyte{suffix}",
+                folder / f"train-labels-idx1-ubyte{suffix}",
+            )
             if img.is_file() and lab.is_file():
                 return _read_idx(img), _read_idx(lab).astype(np.int64)
-    raise ProxyDataError(f"MNIST proxy: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] not found "
-                         f"under {root}/MNIST/raw, {root}/mnist or {root}; put the MNIST training idx files there")
+    raise ProxyDataError(
+        f"MNIST proxy: train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] not found "
+        f"under {root}/MNIST/raw, {root}/mnist or {root}; put the MNIST training idx files there"
+    )
 
 
 @torch.no_grad()
@@ -295,9 +330,17 @@ def _text_embedder(body: Body, device):
 
     def tokenize(sentences: list[list[str]]) -> tuple[torch.Tensor, list[list[int]]]:
         if tokenizer is not None:
-            enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_len,
-                            padding=True, return_tensors="pt")
-            return enc["input_ids"], [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(sentences))]
+            enc = tokenizer(
+                sentences,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=max_len,
+                padding=True,
+                return_tensors="pt",
+            )
+            return enc["input_ids"], [
+                [-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(sentences))
+            ]
         # no tokenizer for a random config body: hash words into its vocabulary (its embeddings are random too)
         ids = [[int(hashlib.md5(w.encode()).hexdigest(), 16) % vocab for w in s][:max_len] for s in sentences]
         width = max(len(i) for i in ids)
@@ -310,7 +353,9 @@ def _text_embedder(body: Body, device):
         out = []
         for h, wid in zip(hidden, word_ids):
             wid = torch.tensor(wid, device=h.device)
-            pieces_of_word = (wid[None, :] == torch.arange(int(wid.max()) + 1, device=h.device)[:, None]).float()
+            pieces_of_word = (
+                wid[None, :] == torch.arange(int(wid.max()) + 1, device=h.device)[:, None]
+            ).float()
             out.append(pieces_of_word @ h / pieces_of_word.sum(1, keepdim=True).clamp_min(1))
         return out
 
@@ -351,8 +396,10 @@ def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, tor
         if xs.is_file() and ys.is_file():
             break
     else:
-        raise ProxyDataError(f"CoNLL proxy: text_xs.npy and text_ys.npy not found in {root} or {root}/text. They are "
-                             "ORCA's precomputed RoBERTa features (see ORCA's README); put both files there")
+        raise ProxyDataError(
+            f"CoNLL proxy: text_xs.npy and text_ys.npy not found in {root} or {root}/text. They are "
+            "ORCA's precomputed RoBERTa features (see ORCA's README); put both files there"
+        )
     try:
         x = np.load(xs, mmap_mode="r")[:size]
         y = np.load(ys)[:size]
@@ -362,6 +409,8 @@ def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, tor
     if x.ndim == 3:
         x = x.mean(1)
     if x.shape[-1] != body.embed_dim:
-        raise ProxyDataError(f"CoNLL proxy features in {xs} are {x.shape[-1]}-d but body {body.name!r} takes "
-                             f"{body.embed_dim}-d tokens; they were made with roberta-base (768)")
+        raise ProxyDataError(
+            f"CoNLL proxy features in {xs} are {x.shape[-1]}-d but body {body.name!r} takes "
+            f"{body.embed_dim}-d tokens; they were made with roberta-base (768)"
+        )
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64))

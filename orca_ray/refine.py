@@ -61,26 +61,73 @@ class RefineHParams:
 
 # ORCA's configs for the NAS-Bench-360 tasks (DESIGN.md §1, stage 3); the synthetic stand-ins share them.
 NB360_HPARAMS: dict[str, RefineHParams] = {
-    "satellite": RefineHParams("adamw", 3e-5, weight_decay=3e-6, epochs=60, batch_size=16, accum=4,
-                               warmup_epochs=5, decay_epochs=60),
-    "deepsea": RefineHParams("adam", 1e-5, weight_decay=0.0, epochs=13, batch_size=16, accum=1, clip=1.0,
-                             warmup_epochs=10, decay_epochs=25),
-    "ecg": RefineHParams("sgd", 1e-6, momentum=0.99, weight_decay=0.1, epochs=15, batch_size=4, accum=16,
-                         warmup_epochs=5, decay_epochs=200),
-    "ninapro": RefineHParams("adam", 1e-4, weight_decay=1e-5, epochs=60, batch_size=32, accum=1, clip=1.0,
-                             warmup_epochs=5, decay_epochs=60),
-    "cifar100": RefineHParams("sgd", 1e-4, momentum=0.9, weight_decay=1e-3, epochs=60, batch_size=32, accum=32,
-                              warmup_epochs=5, decay_epochs=200),
-    "darcy": RefineHParams("adamw", 1e-3, weight_decay=5e-3, epochs=100, batch_size=4, accum=1,
-                           warmup_epochs=5, decay_epochs=100),
+    "satellite": RefineHParams(
+        "adamw", 3e-5, weight_decay=3e-6, epochs=60, batch_size=16, accum=4, warmup_epochs=5, decay_epochs=60
+    ),
+    "deepsea": RefineHParams(
+        "adam",
+        1e-5,
+        weight_decay=0.0,
+        epochs=13,
+        batch_size=16,
+        accum=1,
+        clip=1.0,
+        warmup_epochs=10,
+        decay_epochs=25,
+    ),
+    "ecg": RefineHParams(
+        "sgd",
+        1e-6,
+        momentum=0.99,
+        weight_decay=0.1,
+        epochs=15,
+        batch_size=4,
+        accum=16,
+        warmup_epochs=5,
+        decay_epochs=200,
+    ),
+    "ninapro": RefineHParams(
+        "adam",
+        1e-4,
+        weight_decay=1e-5,
+        epochs=60,
+        batch_size=32,
+        accum=1,
+        clip=1.0,
+        warmup_epochs=5,
+        decay_epochs=60,
+    ),
+    "cifar100": RefineHParams(
+        "sgd",
+        1e-4,
+        momentum=0.9,
+        weight_decay=1e-3,
+        epochs=60,
+        batch_size=32,
+        accum=32,
+        warmup_epochs=5,
+        decay_epochs=200,
+    ),
+    "darcy": RefineHParams(
+        "adamw", 1e-3, weight_decay=5e-3, epochs=100, batch_size=4, accum=1, warmup_epochs=5, decay_epochs=100
+    ),
 }
 # ORCA's embedder (align) epochs per task, and the target sequence lengths behind its 1D strides
 NB360_ALIGN_EPOCHS = {"satellite": 60, "deepsea": 60, "ecg": 60, "ninapro": 100, "cifar100": 60, "darcy": 60}
 NB360_TARGET_SEQ_LEN = {"satellite": 64, "deepsea": 512, "ecg": 64}
 
 # small real tasks run on a laptop CPU: short, and a learning rate that moves a pretrained body in few epochs
-DEMO_HPARAMS = RefineHParams("adamw", 1e-4, weight_decay=1e-5, epochs=8, batch_size=8, accum=1,
-                             clip=1.0, warmup_epochs=1, decay_epochs=8)
+DEMO_HPARAMS = RefineHParams(
+    "adamw",
+    1e-4,
+    weight_decay=1e-5,
+    epochs=8,
+    batch_size=8,
+    accum=1,
+    clip=1.0,
+    warmup_epochs=1,
+    decay_epochs=8,
+)
 
 
 def hparams_for(task_name: str) -> RefineHParams:
@@ -156,8 +203,16 @@ class EpochResult:
 class Refiner:
     """Owns the optimiser, schedule and epoch counter for one fine-tuning run of `model` on `task`."""
 
-    def __init__(self, model: nn.Module, task: Task, hp: RefineHParams, *, seed: int = 0,
-                 device: str | torch.device | None = None, max_steps_per_epoch: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        hp: RefineHParams,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        max_steps_per_epoch: int | None = None,
+    ):
         self.task, self.hp, self.seed = task, hp, seed
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.model = model.to(self.device)
@@ -173,8 +228,12 @@ class Refiner:
     # ---- checkpointing ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue: trainable weights only, optimiser, schedule, epoch."""
-        return {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+        return {
+            "model": trainable_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = self.model.load_state_dict(state["model"], strict=False)
@@ -219,8 +278,10 @@ class Refiner:
                 out = model(x)
             loss = self.loss_fn(out, y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                                         f"lower the learning rate (now {self.optimizer.param_groups[0]['lr']:g})")
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                    f"lower the learning rate (now {self.optimizer.param_groups[0]['lr']:g})"
+                )
             (loss / hp.accum).backward()
             micro += 1
             total += loss.item() * (1 if self.task.loss == "rel_l2" else len(y))

@@ -87,8 +87,10 @@ def expand_grid(space: dict | list[dict]) -> list[TrialConfig]:
         if hasattr(v, "sample"):
             raise ValueError(f"space[{k!r}] is a distribution; grid sweeps take lists (use search='optuna')")
     keys = list(axes)
-    return [TrialConfig.from_dict({**const, **dict(zip(keys, combo))})
-            for combo in itertools.product(*(axes[k] for k in keys))]
+    return [
+        TrialConfig.from_dict({**const, **dict(zip(keys, combo))})
+        for combo in itertools.product(*(axes[k] for k in keys))
+    ]
 
 
 def body_for(task: str, preset: str) -> str:
@@ -104,8 +106,14 @@ def body_for(task: str, preset: str) -> str:
 # Rough cost model for --dry-run: forward GFLOPs per sample and training-set sizes. Training ≈ 3× forward.
 BODY_GFLOPS_PER_TOKEN = {"minilm": 2 * 21.3e6 / 1e9, "roberta": 2 * 85e6 / 1e9, "tiny": 2 * 0.03e6 / 1e9}
 SWIN_GFLOPS_PER_IMAGE = {"swin-base": 15.4, "swin-tiny": 4.5, "tiny": 0.01}
-NB360_TRAIN_SIZES = {"cifar100": 45_000, "ninapro": 2_638, "darcy": 900, "satellite": 800_000, "deepsea": 71_753,
-                     "ecg": 90_000}
+NB360_TRAIN_SIZES = {
+    "cifar100": 45_000,
+    "ninapro": 2_638,
+    "darcy": 900,
+    "satellite": 800_000,
+    "deepsea": 71_753,
+    "ecg": 90_000,
+}
 ASSUMED_TFLOPS = {"gpu": 40.0, "cpu": 0.15}  # sustained; A10G/L4-class GPU with bf16, a 2-core laptop CPU
 
 
@@ -120,40 +128,66 @@ def estimate(cfg: TrialConfig) -> dict:
     epochs = cfg.refine_epochs or hparams_for(cfg.task).epochs
     body = cfg.body.removeprefix("random:")
     if "swin" in body:
-        per_sample = SWIN_GFLOPS_PER_IMAGE["tiny" if "tiny-" in body else ("swin-tiny" if "tiny" in body else "swin-base")]
+        per_sample = SWIN_GFLOPS_PER_IMAGE[
+            "tiny" if "tiny-" in body else ("swin-tiny" if "tiny" in body else "swin-base")
+        ]
     else:
         fam = "tiny" if body.startswith("tiny") else ("minilm" if "minilm" in body.lower() else "roberta")
         per_sample = BODY_GFLOPS_PER_TOKEN[fam] * (512 if base == "deepsea" else 64)
     gflop = per_sample * n_train * epochs * (3 + 0.4)  # train + ~20% of train size evaluated twice
-    return {"train_samples": n_train, "refine_epochs": epochs, "embedder_epochs": cfg.embedder_epochs,
-            "pflop": gflop / 1e6,
-            "gpu_hours": gflop / (ASSUMED_TFLOPS["gpu"] * 1e3) / 3600,
-            "cpu_hours": gflop / (ASSUMED_TFLOPS["cpu"] * 1e3) / 3600}
+    return {
+        "train_samples": n_train,
+        "refine_epochs": epochs,
+        "embedder_epochs": cfg.embedder_epochs,
+        "pflop": gflop / 1e6,
+        "gpu_hours": gflop / (ASSUMED_TFLOPS["gpu"] * 1e3) / 3600,
+        "cpu_hours": gflop / (ASSUMED_TFLOPS["cpu"] * 1e3) / 3600,
+    }
 
 
 def _bundled_size(task: str) -> int:
-    return {"digits": 1_295, "basicmotions": 36, "gunpoint": 45, "arrowhead": 33, "osuleaf": 180, "acsf1": 90,
-            "italypowerdemand": 61}.get(task, 1_000)
+    return {
+        "digits": 1_295,
+        "basicmotions": 36,
+        "gunpoint": 45,
+        "arrowhead": 33,
+        "osuleaf": 180,
+        "acsf1": 90,
+        "italypowerdemand": 61,
+    }.get(task, 1_000)
 
 
 def print_plan(spec: SweepSpec, configs: list[TrialConfig], out=sys.stdout) -> dict:
     varying = [k for k in TrialConfig.__dataclass_fields__ if len({getattr(c, k) for c in configs}) > 1]
     shown = varying or ["task", "body"]
-    print(f"sweep {spec.name!r}: {len(configs)} trials ({spec.search}), storage {spec.experiment_path}", file=out)
+    print(
+        f"sweep {spec.name!r}: {len(configs)} trials ({spec.search}), storage {spec.experiment_path}",
+        file=out,
+    )
     print("  " + "  ".join(f"{k:>16}" for k in shown) + f"  {'GPU-h':>8}  {'CPU-h':>8}", file=out)
     tot = {"gpu_hours": 0.0, "cpu_hours": 0.0}
     for c in configs:
         e = estimate(c)
         tot["gpu_hours"] += e["gpu_hours"]
         tot["cpu_hours"] += e["cpu_hours"]
-        print("  " + "  ".join(f"{str(getattr(c, k)):>16}" for k in shown) +
-              f"  {e['gpu_hours']:8.3f}  {e['cpu_hours']:8.2f}", file=out)
-    fixed = {k: getattr(configs[0], k) for k in TrialConfig.__dataclass_fields__ if k not in varying
-             and getattr(configs[0], k) is not None}
+        print(
+            "  "
+            + "  ".join(f"{str(getattr(c, k)):>16}" for k in shown)
+            + f"  {e['gpu_hours']:8.3f}  {e['cpu_hours']:8.2f}",
+            file=out,
+        )
+    fixed = {
+        k: getattr(configs[0], k)
+        for k in TrialConfig.__dataclass_fields__
+        if k not in varying and getattr(configs[0], k) is not None
+    }
     print(f"  fixed: {json.dumps(fixed, default=str)}", file=out)
-    print(f"estimate: {tot['gpu_hours']:.2f} GPU-hours at ~{ASSUMED_TFLOPS['gpu']:.0f} TFLOP/s sustained, or "
-          f"{tot['cpu_hours']:.1f} CPU-hours at ~{ASSUMED_TFLOPS['cpu']} TFLOP/s (order of magnitude; "
-          f"GPU-hours × your instance's hourly price ≈ cost)", file=out)
+    print(
+        f"estimate: {tot['gpu_hours']:.2f} GPU-hours at ~{ASSUMED_TFLOPS['gpu']:.0f} TFLOP/s sustained, or "
+        f"{tot['cpu_hours']:.1f} CPU-hours at ~{ASSUMED_TFLOPS['cpu']} TFLOP/s (order of magnitude; "
+        f"GPU-hours × your instance's hourly price ≈ cost)",
+        file=out,
+    )
     return tot
 
 
@@ -181,8 +215,9 @@ def _connect(address: str | None) -> dict:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     env_vars = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
     if not ray.is_initialized():
-        ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None,
-                 log_to_driver=True)
+        ray.init(
+            address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True
+        )
     ctx = ray.get_runtime_context()
     dashboard = None
     try:
@@ -201,13 +236,23 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None):
     from .results import ParquetSink
     from .trainable import align_then_refine
 
-    trainable = tune.with_resources(tune.with_parameters(align_then_refine, tasks=tasks or {}),
-                                    {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(align_then_refine, tasks=tasks or {}),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
     if tune.Tuner.can_restore(spec.experiment_path):
-        print(f"resuming sweep {spec.name!r} from {spec.experiment_path}: finished trials are kept, unfinished "
-              "ones continue from their last checkpoint", flush=True)
-        return tune.Tuner.restore(spec.experiment_path, trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=_tune_space(spec))
+        print(
+            f"resuming sweep {spec.name!r} from {spec.experiment_path}: finished trials are kept, unfinished "
+            "ones continue from their last checkpoint",
+            flush=True,
+        )
+        return tune.Tuner.restore(
+            spec.experiment_path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=_tune_space(spec),
+        )
     search_alg, scheduler = None, None
     param_space = _tune_space(spec)
     if spec.search == "optuna":
@@ -220,22 +265,30 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None):
     if spec.asha:
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="refine_epoch", metric="val_score", mode="min", grace_period=1,
-                                  max_t=10_000)
+        scheduler = ASHAScheduler(
+            time_attr="refine_epoch", metric="val_score", mode="min", grace_period=1, max_t=10_000
+        )
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=None if search_alg else spec.metric, mode=None if search_alg else spec.mode,
-            search_alg=search_alg, scheduler=scheduler, num_samples=spec.num_samples,
+            metric=None if search_alg else spec.metric,
+            mode=None if search_alg else spec.mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
             max_concurrent_trials=None if search_alg else spec.max_concurrent,
-            trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname),
+            trial_name_creator=_trial_dirname,
+            trial_dirname_creator=_trial_dirname,
+        ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=spec.storage if "://" in spec.storage else _join(spec.storage),
+            name=spec.name,
+            storage_path=spec.storage if "://" in spec.storage else _join(spec.storage),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[ParquetSink(spec.results_root, sweep=spec.name), *spec.extra_callbacks],
-            verbose=1),
+            verbose=1,
+        ),
     )
 
 
@@ -248,7 +301,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None):
     t0 = time.time()
     grid = tuner.fit()
     errors = [r for r in grid if r.error is not None]
-    print(f"\nsweep {spec.name!r}: {len(grid)} trials in {time.time() - t0:.0f} s, {len(errors)} failed", flush=True)
+    print(
+        f"\nsweep {spec.name!r}: {len(grid)} trials in {time.time() - t0:.0f} s, {len(errors)} failed",
+        flush=True,
+    )
     print(f"  Parquet results: {spec.results_root}")
     if spec.analysis and "://" not in spec.results_root:
         from . import analysis
@@ -278,26 +334,51 @@ def _preload(spec: SweepSpec) -> dict:
 
 # ---- the shared command line -------------------------------------------------------------------------------
 def build_parser(description: str, default_name: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster address ('auto' on a cluster node); default: start a local Ray")
-    p.add_argument("--preset", choices=("demo", "paper"), default="demo",
-                   help="demo: bundled real data + bundled MiniLM on CPU; paper: NAS-Bench-360 tasks, "
-                        "roberta-base / swin-base, ORCA's hyperparameters (needs --data-root)")
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address ('auto' on a cluster node); default: start a local Ray",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("demo", "paper"),
+        default="demo",
+        help="demo: bundled real data + bundled MiniLM on CPU; paper: NAS-Bench-360 tasks, "
+        "roberta-base / swin-base, ORCA's hyperparameters (needs --data-root)",
+    )
     p.add_argument("--tasks", nargs="+", help="task names (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
-    p.add_argument("--storage", default=os.environ.get("ORCA_RAY_STORAGE", DEMO_STORAGE),
-                   help="where Tune state and Parquet go: a local path or s3:// / gs:// (env ORCA_RAY_STORAGE)")
-    p.add_argument("--name", default=None, help=f"sweep name (default: {default_name}-<preset>); reuse it to resume")
-    p.add_argument("--dry-run", action="store_true", help="print the trial matrix and a cost estimate; start nothing")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions share a GPU)")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get("ORCA_RAY_STORAGE", DEMO_STORAGE),
+        help="where Tune state and Parquet go: a local path or s3:// / gs:// (env ORCA_RAY_STORAGE)",
+    )
+    p.add_argument(
+        "--name", default=None, help=f"sweep name (default: {default_name}-<preset>); reuse it to resume"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the trial matrix and a cost estimate; start nothing"
+    )
+    p.add_argument(
+        "--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions share a GPU)"
+    )
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial")
-    p.add_argument("--data-root", default=os.environ.get("ORCA_RAY_DATA"),
-                   help="NAS-Bench-360 files (and CIFAR-10 / CoNLL proxies) on every node (env ORCA_RAY_DATA)")
-    p.add_argument("--cache-dir", default=None, help="embedder snapshots and proxy features (env ORCA_RAY_CACHE)")
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("ORCA_RAY_DATA"),
+        help="NAS-Bench-360 files (and CIFAR-10 / CoNLL proxies) on every node (env ORCA_RAY_DATA)",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="embedder snapshots and proxy features (env ORCA_RAY_CACHE)"
+    )
     p.add_argument("--refine-epochs", type=int, default=None, help="override fine-tuning epochs")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)"
+    )
     p.add_argument("--no-analysis", action="store_true", help="do not draw figures at the end")
     return p
 
@@ -312,16 +393,30 @@ class PresetDefaults:
 
 
 # CPU laptop demo: bundled real 1D tasks, the bundled MiniLM, short runs; paper: ORCA's settings
-DEMO = PresetDefaults(tasks=("gunpoint", "basicmotions"), seeds=(0, 1), cpus=1, gpus=0,
-                      extra={"refine_epochs": 6, "proxy_size": 2000, "align_batch_per_class": 32})
-PAPER = PresetDefaults(tasks=("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg"), seeds=(0, 1, 2),
-                       cpus=4, gpus=1)
+DEMO = PresetDefaults(
+    tasks=("gunpoint", "basicmotions"),
+    seeds=(0, 1),
+    cpus=1,
+    gpus=0,
+    extra={"refine_epochs": 6, "proxy_size": 2000, "align_batch_per_class": 32},
+)
+PAPER = PresetDefaults(
+    tasks=("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg"), seeds=(0, 1, 2), cpus=4, gpus=1
+)
 PRESETS = {"demo": DEMO, "paper": PAPER}
 
 
-def main(*, default_name: str, description: str, space: Callable[[argparse.Namespace], dict | list[dict]],
-         argv=None, search: str = "grid", num_samples: int = 1, add_args: Callable | None = None,
-         presets: dict[str, PresetDefaults] = PRESETS) -> int:
+def main(
+    *,
+    default_name: str,
+    description: str,
+    space: Callable[[argparse.Namespace], dict | list[dict]],
+    argv=None,
+    search: str = "grid",
+    num_samples: int = 1,
+    add_args: Callable | None = None,
+    presets: dict[str, PresetDefaults] = PRESETS,
+) -> int:
     """The sweeps/ scripts' shared CLI. `space(args)` returns one grid dict or a list of them (args.tasks and
     args.seeds already hold the preset's defaults when not given)."""
     parser = build_parser(description, default_name)
@@ -331,22 +426,42 @@ def main(*, default_name: str, description: str, space: Callable[[argparse.Names
     preset = presets[args.preset]
     args.tasks = args.tasks or list(preset.tasks)
     args.seeds = args.seeds if args.seeds is not None else list(preset.seeds)
-    cli = {k: v for k, v in (("data_root", args.data_root), ("cache_dir", args.cache_dir),
-                             ("refine_epochs", args.refine_epochs)) if v is not None}
+    cli = {
+        k: v
+        for k, v in (
+            ("data_root", args.data_root),
+            ("cache_dir", args.cache_dir),
+            ("refine_epochs", args.refine_epochs),
+        )
+        if v is not None
+    }
     grids = space(args)
-    grids = [{**preset.extra, **g, **cli, "preset": args.preset} for g in (grids if isinstance(grids, list) else [grids])]
+    grids = [
+        {**preset.extra, **g, **cli, "preset": args.preset}
+        for g in (grids if isinstance(grids, list) else [grids])
+    ]
     spec = SweepSpec(
-        name=args.name or f"{default_name}-{args.preset}", space=grids if len(grids) > 1 else grids[0],
-        storage=args.storage, search=search, num_samples=getattr(args, "num_samples", num_samples),
+        name=args.name or f"{default_name}-{args.preset}",
+        space=grids if len(grids) > 1 else grids[0],
+        storage=args.storage,
+        search=search,
+        num_samples=getattr(args, "num_samples", num_samples),
         max_concurrent=args.max_concurrent,
         cpus_per_trial=preset.cpus if args.cpus_per_trial is None else args.cpus_per_trial,
         gpus_per_trial=preset.gpus if args.gpus_per_trial is None else args.gpus_per_trial,
-        max_failures=args.max_failures, preload_tasks=args.preset == "demo", analysis=not args.no_analysis)
+        max_failures=args.max_failures,
+        preload_tasks=args.preset == "demo",
+        analysis=not args.no_analysis,
+    )
     if search == "grid":
         configs = expand_grid(spec.space)
     else:
-        configs = [TrialConfig.from_dict({k: (v.sample() if hasattr(v, "sample") else v) for k, v in grids[0].items()})
-                   for _ in range(spec.num_samples)]
+        configs = [
+            TrialConfig.from_dict(
+                {k: (v.sample() if hasattr(v, "sample") else v) for k, v in grids[0].items()}
+            )
+            for _ in range(spec.num_samples)
+        ]
         print(f"(optuna: {spec.num_samples} trials; the rows below are random draws from the space)")
     if args.dry_run:
         print_plan(spec, configs)
@@ -362,5 +477,7 @@ def _check_data(configs: list[TrialConfig]) -> None:
 
     for c in configs:
         if task_info(c.task).needs_data_root and not c.data_root:
-            raise SystemExit(f"task {c.task!r} reads NAS-Bench-360 files: pass --data-root DIR (see "
-                             f"`python -m orca_ray.data check DIR`) or use --preset demo")
+            raise SystemExit(
+                f"task {c.task!r} reads NAS-Bench-360 files: pass --data-root DIR (see "
+                f"`python -m orca_ray.data check DIR`) or use --preset demo"
+            )

@@ -41,9 +41,16 @@ def trial_config(config: dict) -> TrialConfig:
 
 def refine_hparams(cfg: TrialConfig, task: Task):
     hp = hparams_for(task.name).with_overrides(
-        epochs=cfg.refine_epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size, accum=cfg.accum, clip=cfg.clip, warmup_epochs=cfg.warmup_epochs,
-        decay_epochs=cfg.decay_epochs)
+        epochs=cfg.refine_epochs,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        accum=cfg.accum,
+        clip=cfg.clip,
+        warmup_epochs=cfg.warmup_epochs,
+        decay_epochs=cfg.decay_epochs,
+    )
     if cfg.refine_epochs is not None and cfg.decay_epochs is None and hp.decay_epochs < hp.epochs:
         hp = hp.with_overrides(decay_epochs=hp.epochs)
     return hp
@@ -51,13 +58,28 @@ def refine_hparams(cfg: TrialConfig, task: Task):
 
 def task_key(cfg: TrialConfig) -> str:
     """Trials with equal keys load identical Task objects (same data, subsets and validation split)."""
-    return "|".join(str(v) for v in (cfg.task, cfg.seed, cfg.val_fraction, cfg.max_train_samples,
-                                     cfg.max_eval_samples, cfg.data_root))
+    return "|".join(
+        str(v)
+        for v in (
+            cfg.task,
+            cfg.seed,
+            cfg.val_fraction,
+            cfg.max_train_samples,
+            cfg.max_eval_samples,
+            cfg.data_root,
+        )
+    )
 
 
 def load_trial_task(cfg: TrialConfig) -> Task:
-    return load_task(cfg.task, data_root=cfg.data_root, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                     max_train_samples=cfg.max_train_samples, max_eval_samples=cfg.max_eval_samples)
+    return load_task(
+        cfg.task,
+        data_root=cfg.data_root,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        max_train_samples=cfg.max_train_samples,
+        max_eval_samples=cfg.max_eval_samples,
+    )
 
 
 class TrialRun:
@@ -79,16 +101,34 @@ class TrialRun:
         self.model = build_model(self.task, self.body, target_seq_len=seq_len, seed=cfg.seed)
         self.hp = refine_hparams(cfg, self.task)
         self.constants = {
-            "config_hash": cfg.config_hash, "task": cfg.task, "body": cfg.body, "proxy": self.proxy,
-            "embedder_epochs": cfg.embedder_epochs, "freeze": cfg.freeze, "seed": cfg.seed, "lr": self.hp.lr,
+            "config_hash": cfg.config_hash,
+            "task": cfg.task,
+            "body": cfg.body,
+            "proxy": self.proxy,
+            "embedder_epochs": cfg.embedder_epochs,
+            "freeze": cfg.freeze,
+            "seed": cfg.seed,
+            "lr": self.hp.lr,
             "pretraining_tokens": _nan_if_none(self.body.pretraining_tokens),
-            "preset": cfg.preset, "metric": self.task.metric, "node": socket.gethostname(),
+            "preset": cfg.preset,
+            "metric": self.task.metric,
+            "node": socket.gethostname(),
         }
 
     def row(self, phase: str, epoch: int, **values) -> dict:
         nan = float("nan")
-        row = {**self.constants, "phase": phase, "epoch": epoch, "otdd": nan, "train_loss": nan,
-               "val_score": nan, "test_score": nan, "seconds": 0.0, "refine_epoch": 0, "best_val_score": nan}
+        row = {
+            **self.constants,
+            "phase": phase,
+            "epoch": epoch,
+            "otdd": nan,
+            "train_loss": nan,
+            "val_score": nan,
+            "test_score": nan,
+            "seconds": 0.0,
+            "refine_epoch": 0,
+            "best_val_score": nan,
+        }
         row.update(values)
         return row
 
@@ -97,12 +137,22 @@ class TrialRun:
         if self.proxy == "none":
             return
         cfg = self.cfg
-        px, py = proxy_features(self.proxy, cfg.body, self.body, size=cfg.proxy_size, seed=cfg.seed,
-                                data_root=cfg.data_root, cache_dir=self.cache_dir)
-        hp = AlignHParams.from_refine(self.hp, self.task.name, lr=cfg.align_lr, batch_per_class=cfg.align_batch_per_class)
+        px, py = proxy_features(
+            self.proxy,
+            cfg.body,
+            self.body,
+            size=cfg.proxy_size,
+            seed=cfg.seed,
+            data_root=cfg.data_root,
+            cache_dir=self.cache_dir,
+        )
+        hp = AlignHParams.from_refine(
+            self.hp, self.task.name, lr=cfg.align_lr, batch_per_class=cfg.align_batch_per_class
+        )
         snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / cfg.align_key)
-        aligner = Aligner(self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots,
-                          device=cfg.device)
+        aligner = Aligner(
+            self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots, device=cfg.device
+        )
         last = cfg.embedder_epochs
 
         def on_epoch(k, value, seconds, restored):
@@ -112,21 +162,40 @@ class TrialRun:
         self.model.embedder.to("cpu")
 
     def state(self, refiner: Refiner | None) -> dict:
-        return {"embedder": {k: v.detach().cpu() for k, v in self.model.embedder.state_dict().items()},
-                "refine": None if refiner is None else refiner.state_dict()}
+        return {
+            "embedder": {k: v.detach().cpu() for k, v in self.model.embedder.state_dict().items()},
+            "refine": None if refiner is None else refiner.state_dict(),
+        }
 
     def refine(self, report, state: dict | None = None, max_steps_per_epoch: int | None = None) -> Refiner:
         apply_freeze(self.model, self.cfg.frozen_parts)
-        refiner = Refiner(self.model, self.task, self.hp, seed=self.cfg.seed, device=self.cfg.device,
-                          max_steps_per_epoch=max_steps_per_epoch)
+        refiner = Refiner(
+            self.model,
+            self.task,
+            self.hp,
+            seed=self.cfg.seed,
+            device=self.cfg.device,
+            max_steps_per_epoch=max_steps_per_epoch,
+        )
         if state is not None and state.get("refine") is not None:
             refiner.load_state_dict(state["refine"])
         best = math.inf
         for r in refiner.fit():
             best = min(best, r.val_score) if math.isfinite(r.val_score) else best
-            report(self.row("refine", r.epoch, train_loss=r.train_loss, val_score=r.val_score,
-                            test_score=r.test_score, seconds=r.seconds, refine_epoch=r.epoch, lr_now=r.lr,
-                            best_val_score=best), self.state(refiner))
+            report(
+                self.row(
+                    "refine",
+                    r.epoch,
+                    train_loss=r.train_loss,
+                    val_score=r.val_score,
+                    test_score=r.test_score,
+                    seconds=r.seconds,
+                    refine_epoch=r.epoch,
+                    lr_now=r.lr,
+                    best_val_score=best,
+                ),
+                self.state(refiner),
+            )
         return refiner
 
     def run(self, report, state: dict | None = None) -> None:

@@ -17,12 +17,23 @@ def embedder_epochs(task: str, args) -> list[int]:
         return args.embedder_epochs
     if args.preset == "demo":
         return DEMO_EPOCHS
-    return sorted(set(PAPER_EPOCHS) | {NB360_ALIGN_EPOCHS.get(task, 60)})  # ORCA's own count too (NinaPro: 100)
+    return sorted(
+        set(PAPER_EPOCHS) | {NB360_ALIGN_EPOCHS.get(task, 60)}
+    )  # ORCA's own count too (NinaPro: 100)
 
 
 def space(args):
-    return [{"task": task, "body": body_for(task, args.preset), "proxy": "auto", "freeze": "none",
-             "embedder_epochs": embedder_epochs(task, args), "seed": args.seeds} for task in args.tasks]
+    return [
+        {
+            "task": task,
+            "body": body_for(task, args.preset),
+            "proxy": "auto",
+            "freeze": "none",
+            "embedder_epochs": embedder_epochs(task, args),
+            "seed": args.seeds,
+        }
+        for task in args.tasks
+    ]
 
 
 def add_args(parser):
@@ -30,4 +41,6 @@ def add_args(parser):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(default_name="embedder_epochs", description=__doc__, space=space, add_args=add_args))
+    raise SystemExit(
+        main(default_name="embedder_epochs", description=__doc__, space=space, add_args=add_args)
+    )

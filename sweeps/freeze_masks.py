@@ -12,9 +12,19 @@ DEMO_ALIGN_EPOCHS = 30
 def space(args):
     grids = []
     for task in args.tasks:
-        epochs = args.embedder_epochs or (DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60))
-        grids.append({"task": task, "body": body_for(task, args.preset), "proxy": "auto", "freeze": args.masks,
-                      "embedder_epochs": [0, epochs], "seed": args.seeds})
+        epochs = args.embedder_epochs or (
+            DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60)
+        )
+        grids.append(
+            {
+                "task": task,
+                "body": body_for(task, args.preset),
+                "proxy": "auto",
+                "freeze": args.masks,
+                "embedder_epochs": [0, epochs],
+                "seed": args.seeds,
+            }
+        )
     return grids
 
 

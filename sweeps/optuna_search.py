@@ -12,9 +12,15 @@ MASKS = ["none", "embedder", "body"]
 
 def space(args):
     task = args.tasks[0]
-    return {"task": task, "body": body_for(task, args.preset), "proxy": "auto", "seed": args.seeds[0],
-            "lr": tune.loguniform(1e-5, 1e-3), "embedder_epochs": tune.choice(EPOCH_CHOICES[args.preset]),
-            "freeze": tune.choice(MASKS)}
+    return {
+        "task": task,
+        "body": body_for(task, args.preset),
+        "proxy": "auto",
+        "seed": args.seeds[0],
+        "lr": tune.loguniform(1e-5, 1e-3),
+        "embedder_epochs": tune.choice(EPOCH_CHOICES[args.preset]),
+        "freeze": tune.choice(MASKS),
+    }
 
 
 def add_args(parser):
@@ -23,5 +29,8 @@ def add_args(parser):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(default_name="optuna_search", description=__doc__, space=space, add_args=add_args,
-                          search="optuna"))
+    raise SystemExit(
+        main(
+            default_name="optuna_search", description=__doc__, space=space, add_args=add_args, search="optuna"
+        )
+    )

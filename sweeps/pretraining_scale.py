@@ -9,8 +9,16 @@ from orca_ray.refine import NB360_ALIGN_EPOCHS
 from orca_ray.sweep import main
 from orca_ray.tasks import task_info
 
-BODIES = {"demo": ["random:minilm", "minilm"],
-          "paper": ["random:roberta-base", "roberta-base-10M", "roberta-base-100M", "roberta-base-1B", "roberta-base"]}
+BODIES = {
+    "demo": ["random:minilm", "minilm"],
+    "paper": [
+        "random:roberta-base",
+        "roberta-base-10M",
+        "roberta-base-100M",
+        "roberta-base-1B",
+        "roberta-base",
+    ],
+}
 PAPER_TASKS = ["satellite", "deepsea", "ecg"]
 DEMO_ALIGN_EPOCHS = 30
 
@@ -18,10 +26,22 @@ DEMO_ALIGN_EPOCHS = 30
 def space(args):
     tasks = [t for t in args.tasks if args.preset == "demo" or task_info(t).modality == "1d"]
     if not tasks:
-        raise SystemExit(f"pretraining_scale compares text bodies: give 1D tasks (e.g. {' '.join(PAPER_TASKS)})")
-    return [{"task": task, "body": args.bodies or BODIES[args.preset], "proxy": "auto", "freeze": "none",
-             "embedder_epochs": DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60),
-             "seed": args.seeds} for task in tasks]
+        raise SystemExit(
+            f"pretraining_scale compares text bodies: give 1D tasks (e.g. {' '.join(PAPER_TASKS)})"
+        )
+    return [
+        {
+            "task": task,
+            "body": args.bodies or BODIES[args.preset],
+            "proxy": "auto",
+            "freeze": "none",
+            "embedder_epochs": DEMO_ALIGN_EPOCHS
+            if args.preset == "demo"
+            else NB360_ALIGN_EPOCHS.get(task, 60),
+            "seed": args.seeds,
+        }
+        for task in tasks
+    ]
 
 
 def add_args(parser):
@@ -34,5 +54,6 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--preset" in argv and "paper" in argv and "--tasks" not in argv:
         argv += ["--tasks", *PAPER_TASKS]
-    raise SystemExit(main(default_name="pretraining_scale", description=__doc__, space=space, add_args=add_args,
-                          argv=argv))
+    raise SystemExit(
+        main(default_name="pretraining_scale", description=__doc__, space=space, add_args=add_args, argv=argv)
+    )

@@ -10,8 +10,12 @@ from orca_ray.bodies import body_modality
 from orca_ray.refine import NB360_ALIGN_EPOCHS
 from orca_ray.sweep import body_for, main
 
-PROXIES = {("2d", "demo"): ["digits", "fake-images"], ("2d", "paper"): ["cifar10", "mnist", "fake-images"],
-           ("1d", "demo"): ["wnut16", "fake-text"], ("1d", "paper"): ["conll", "fake-text"]}
+PROXIES = {
+    ("2d", "demo"): ["digits", "fake-images"],
+    ("2d", "paper"): ["cifar10", "mnist", "fake-images"],
+    ("1d", "demo"): ["wnut16", "fake-text"],
+    ("1d", "paper"): ["conll", "fake-text"],
+}
 DEMO_ALIGN_EPOCHS = 30
 
 
@@ -19,7 +23,9 @@ def space(args):
     grids = []
     for task in args.tasks:
         body = body_for(task, args.preset)
-        epochs = args.embedder_epochs or (DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60))
+        epochs = args.embedder_epochs or (
+            DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60)
+        )
         proxies = args.proxies or PROXIES[(body_modality(body), args.preset)]
         common = {"task": task, "body": body, "freeze": "none", "seed": args.seeds}
         grids.append({**common, "proxy": proxies, "embedder_epochs": epochs})

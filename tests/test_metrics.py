@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from orca_ray.metrics import compute_metric, one_minus_macro_f1, one_minus_mean_auroc, relative_l2, zero_one_error
+from orca_ray.metrics import (
+    compute_metric,
+    one_minus_macro_f1,
+    one_minus_mean_auroc,
+    relative_l2,
+    zero_one_error,
+)
 
 rng = np.random.default_rng(0)
 

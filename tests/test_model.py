@@ -18,8 +18,14 @@ from orca_ray.tasks import load_task
 
 
 def fake_task(modality, input_shape, num_outputs, output_shape=None, name="t"):
-    return SimpleNamespace(name=name, modality=modality, input_shape=input_shape, num_outputs=num_outputs,
-                           output_shape=output_shape, dense=output_shape is not None)
+    return SimpleNamespace(
+        name=name,
+        modality=modality,
+        input_shape=input_shape,
+        num_outputs=num_outputs,
+        output_shape=output_shape,
+        dense=output_shape is not None,
+    )
 
 
 @pytest.mark.parametrize(("length", "target", "stride"), [(46, 64, 1), (1000, 512, 2), (1000, 64, 20)])

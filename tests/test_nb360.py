@@ -225,7 +225,9 @@ def test_darcy(tmp_path, v73):
     np.testing.assert_allclose(t.y_normalizer.mean, sol_tr[tr_rows].mean(0), rtol=1e-5)
     # x channel 0: coeff normalised per pixel with training statistics; 1, 2: ORCA's meshgrid ('xy') grid
     c = coeff_tr[tr_rows]  # unbiased std, as ORCA
-    np.testing.assert_allclose(t.train.x[:, 0], (c - c.mean(0)) / (c.std(0, ddof=1) + 1e-5), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        t.train.x[:, 0], (c - c.mean(0)) / (c.std(0, ddof=1) + 1e-5), rtol=1e-4, atol=1e-4
+    )
     lin = np.linspace(0, 1, 85)
     np.testing.assert_allclose(t.test.x[0, 1], np.broadcast_to(lin[None, :], (85, 85)), atol=1e-6)
     np.testing.assert_allclose(t.test.x[0, 2], np.broadcast_to(lin[:, None], (85, 85)), atol=1e-6)

@@ -31,10 +31,16 @@ def test_image_proxies_go_through_the_bodys_patch_embedding(swin, tmp_path):
     # by hand: resize to the body's image size, its own conv + LayerNorm, mean over tokens
     from sklearn.datasets import load_digits
 
-    img = torch.from_numpy((load_digits().images[:1].astype(np.float32) / 16 - 0.5) / 0.5)[:, None].repeat(1, 3, 1, 1)
+    img = torch.from_numpy((load_digits().images[:1].astype(np.float32) / 16 - 0.5) / 0.5)[:, None].repeat(
+        1, 3, 1, 1
+    )
     img = torch.nn.functional.interpolate(img, size=(32, 32), mode="bilinear", align_corners=False)
     init = swin.embedding_init
-    t = torch.nn.functional.conv2d(img, init.patch_weight, init.patch_bias, stride=4).flatten(2).transpose(1, 2)
+    t = (
+        torch.nn.functional.conv2d(img, init.patch_weight, init.patch_bias, stride=4)
+        .flatten(2)
+        .transpose(1, 2)
+    )
     t = torch.nn.functional.layer_norm(t, (t.shape[-1],), init.norm_weight, init.norm_bias)
     assert torch.allclose(x[0], t.mean(1)[0], atol=1e-5)
 
@@ -62,7 +68,10 @@ def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for i in range(1, 6):
-        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, 20))}
+        batch = {
+            "data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, 20)),
+        }
         with open(folder / f"data_batch_{i}", "wb") as fh:
             pickle.dump(batch, fh)
     x, y = proxy_features("cifar10", "tiny-swin", swin, size=50, data_root=tmp_path, cache_dir=tmp_path)
@@ -72,9 +81,13 @@ def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
     raw.mkdir(parents=True)
     imgs = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
     with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as fh:
-        fh.write(b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in imgs.shape) + imgs.tobytes())
+        fh.write(
+            b"\x00\x00\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in imgs.shape) + imgs.tobytes()
+        )
     with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as fh:
-        fh.write(b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + (np.arange(30) % 10).astype(np.uint8).tobytes())
+        fh.write(
+            b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + (np.arange(30) % 10).astype(np.uint8).tobytes()
+        )
     x, y = proxy_features("mnist", "tiny-swin", swin, size=30, data_root=tmp_path, cache_dir=tmp_path)
     assert x.shape == (30, swin.embed_dim) and y.tolist() == list(np.arange(30) % 10)
 

@@ -27,7 +27,9 @@ def test_linear_warmup_then_decay():
 
 def _tiny_run(task, epochs=3, seed=0, **kw):
     model = build_model(task, load_body("tiny-text"), seed=seed)
-    hp = RefineHParams("adamw", 3e-3, epochs=epochs, decay_epochs=epochs, batch_size=16, accum=2, clip=1.0, **kw)
+    hp = RefineHParams(
+        "adamw", 3e-3, epochs=epochs, decay_epochs=epochs, batch_size=16, accum=2, clip=1.0, **kw
+    )
     return Refiner(model, task, hp, seed=seed)
 
 

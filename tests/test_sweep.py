@@ -31,9 +31,18 @@ def ray_local():
 
 
 def space(tmp_path, **over):
-    base = {"task": "synthetic-satellite", "body": "tiny-text", "proxy": "auto", "embedder_epochs": [0, 2],
-            "seed": [0, 1], "refine_epochs": REFINE_EPOCHS, "batch_size": 32, "proxy_size": 400,
-            "align_batch_per_class": 8, "cache_dir": str(tmp_path / "cache")}
+    base = {
+        "task": "synthetic-satellite",
+        "body": "tiny-text",
+        "proxy": "auto",
+        "embedder_epochs": [0, 2],
+        "seed": [0, 1],
+        "refine_epochs": REFINE_EPOCHS,
+        "batch_size": 32,
+        "proxy_size": 400,
+        "align_batch_per_class": 8,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     return {**base, **over}
 
 
@@ -65,15 +74,21 @@ def test_sweep_writes_every_row_once(ray_local, tmp_path):
     assert not grid.errors and len(grid) == 4
     df = read_results(spec.results_root)
     assert sorted(row_keys(df)) == sorted(expected_rows(configs))  # every row, exactly once
-    assert set(df["sweep"]) == {"grid"} and set(df["body"]) == {"tiny-text"} and set(df["proxy"]) == {"wnut16"}
+    assert (
+        set(df["sweep"]) == {"grid"} and set(df["body"]) == {"tiny-text"} and set(df["proxy"]) == {"wnut16"}
+    )
     refine = df[df.phase == "refine"]
     assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
     assert df[df.phase == "align"]["otdd"].notna().all()
     # trials of one seed share the aligned trajectory: the 0-epoch trial's OTDD is the 2-epoch trial's row 0
     align0 = df[(df.phase == "align") & (df.epoch == 0)].groupby("seed")["otdd"].nunique()
     assert (align0 == 1).all()
-    assert (df[df.phase == "align"].sort_values("epoch").groupby("config_hash")["otdd"].apply(
-        lambda s: s.iloc[-1] <= s.iloc[0])).all()
+    assert (
+        df[df.phase == "align"]
+        .sort_values("epoch")
+        .groupby("config_hash")["otdd"]
+        .apply(lambda s: s.iloc[-1] <= s.iloc[0])
+    ).all()
     # trial directories are named from the config hash, not at random
     dirs = {p.name for p in Path(spec.experiment_path).iterdir() if p.is_dir()}
     assert {c.short_name() for c in configs} <= dirs
@@ -108,10 +123,18 @@ class InterruptAfter(tune.Callback):
 
 
 def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
-    spec = SweepSpec(name="resume", space=space(tmp_path), storage=str(tmp_path / "store"), max_failures=2,
-                     max_concurrent=2, analysis=False,
-                     extra_callbacks=[KillTrialOnce(str(tmp_path / "killed")),
-                                      InterruptAfter(9, str(tmp_path / "stopped"))])
+    spec = SweepSpec(
+        name="resume",
+        space=space(tmp_path),
+        storage=str(tmp_path / "store"),
+        max_failures=2,
+        max_concurrent=2,
+        analysis=False,
+        extra_callbacks=[
+            KillTrialOnce(str(tmp_path / "killed")),
+            InterruptAfter(9, str(tmp_path / "stopped")),
+        ],
+    )
     configs = expand_grid(spec.space)
     run_sweep(spec)  # returns when SIGINT stops the driver mid-sweep
     assert (tmp_path / "stopped").exists() and (tmp_path / "killed").exists()
@@ -145,8 +168,16 @@ def test_dry_run_starts_no_ray(capsys):
     mod_spec.loader.exec_module(module)
     from orca_ray.sweep import main
 
-    assert main(default_name="embedder_epochs", description="", space=module.space, add_args=module.add_args,
-                argv=["--dry-run", "--seeds", "0", "1", "2"]) == 0
+    assert (
+        main(
+            default_name="embedder_epochs",
+            description="",
+            space=module.space,
+            add_args=module.add_args,
+            argv=["--dry-run", "--seeds", "0", "1", "2"],
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "12 trials" in out and "GPU-hours" in out and "osuleaf" in out
     assert not ray.is_initialized()

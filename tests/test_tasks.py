@@ -5,8 +5,15 @@ from orca_ray.tasks import Split, Task, TaskDataError, available_tasks, carve_va
 from orca_ray.tasks.synthetic import synthetic_darcy
 
 
-@pytest.mark.parametrize(("name", "shape", "classes"), [
-    ("digits", (1, 8, 8), 10), ("basicmotions", (6, 100), 4), ("gunpoint", (1, 150), 2), ("osuleaf", (1, 427), 6)])
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"),
+    [
+        ("digits", (1, 8, 8), 10),
+        ("basicmotions", (6, 100), 4),
+        ("gunpoint", (1, 150), 2),
+        ("osuleaf", (1, 427), 6),
+    ],
+)
 def test_bundled_real_tasks(name, shape, classes):
     task = load_task(name, seed=3)
     assert task.input_shape == shape and task.num_outputs == classes and task.kind == "classification"
@@ -20,18 +27,26 @@ def test_bundled_real_tasks(name, shape, classes):
     assert not any(r.tobytes() in rows for r in task.val.x)
 
 
-@pytest.mark.parametrize(("name", "modality", "kind", "shape", "outputs", "metric"), [
-    ("synthetic-cifar100", "2d", "classification", (3, 32, 32), 100, "error"),
-    ("synthetic-ninapro", "2d", "classification", (1, 16, 52), 18, "error"),
-    ("synthetic-darcy", "2d", "regression", (3, 85, 85), 1, "rel-l2"),
-    ("synthetic-satellite", "1d", "classification", (1, 46), 24, "error"),
-    ("synthetic-deepsea", "1d", "multilabel", (4, 1000), 36, "1-auroc"),
-    ("synthetic-ecg", "1d", "classification", (1, 1000), 4, "1-macro-f1"),
-])
+@pytest.mark.parametrize(
+    ("name", "modality", "kind", "shape", "outputs", "metric"),
+    [
+        ("synthetic-cifar100", "2d", "classification", (3, 32, 32), 100, "error"),
+        ("synthetic-ninapro", "2d", "classification", (1, 16, 52), 18, "error"),
+        ("synthetic-darcy", "2d", "regression", (3, 85, 85), 1, "rel-l2"),
+        ("synthetic-satellite", "1d", "classification", (1, 46), 24, "error"),
+        ("synthetic-deepsea", "1d", "multilabel", (4, 1000), 36, "1-auroc"),
+        ("synthetic-ecg", "1d", "classification", (1, 1000), 4, "1-macro-f1"),
+    ],
+)
 def test_synthetic_nb360_shapes(name, modality, kind, shape, outputs, metric):
     task = load_task(name, seed=1)
     assert (task.modality, task.kind, task.input_shape, task.num_outputs, task.metric) == (
-        modality, kind, shape, outputs, metric)
+        modality,
+        kind,
+        shape,
+        outputs,
+        metric,
+    )
     assert np.array_equal(load_task(name, seed=1).train.x, task.train.x)  # seeded
 
 
@@ -65,26 +80,42 @@ def _save(tmp_path, **arrays):
 def test_npz_loader_kinds(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((60, 2, 30)).astype(np.float32)
-    cls = load_task(_save(tmp_path, x_train=x, y_train=np.arange(60) % 3, x_test=x[:10], y_test=np.arange(10) % 3))
+    cls = load_task(
+        _save(tmp_path, x_train=x, y_train=np.arange(60) % 3, x_test=x[:10], y_test=np.arange(10) % 3)
+    )
     assert cls.kind == "classification" and cls.num_outputs == 3 and cls.modality == "1d"
-    multi = load_task(_save(tmp_path, x_train=x, y_train=(rng.random((60, 5)) > 0.5).astype(np.float32),
-                            x_test=x[:10], y_test=np.zeros((10, 5), np.float32)))
+    multi = load_task(
+        _save(
+            tmp_path,
+            x_train=x,
+            y_train=(rng.random((60, 5)) > 0.5).astype(np.float32),
+            x_test=x[:10],
+            y_test=np.zeros((10, 5), np.float32),
+        )
+    )
     assert multi.kind == "multilabel" and multi.num_outputs == 5
     img = rng.standard_normal((40, 1, 12, 12)).astype(np.float32)
     reg = load_task(_save(tmp_path, x_train=img, y_train=img[:, 0] * 2, x_test=img[:5], y_test=img[:5, 0]))
     assert reg.kind == "regression" and reg.output_shape == (12, 12) and reg.modality == "2d"
 
 
-@pytest.mark.parametrize(("arrays", "field", "problem"), [
-    (dict(x_train=np.zeros((20, 2, 2, 2, 2))), "x_train", "expected"),
-    (dict(x_train=np.full((20, 1, 8), np.nan, np.float32)), "train.x", "NaN"),
-    (dict(y_test=np.array([0, 1, -1, 0])), "test.y", "outside"),
-    (dict(y_train=np.zeros(19, int)), "y_train", "19 rows"),
-    (dict(x_test=np.zeros((4, 1, 9), np.float32)), "test.x", "sample shape"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "field", "problem"),
+    [
+        (dict(x_train=np.zeros((20, 2, 2, 2, 2))), "x_train", "expected"),
+        (dict(x_train=np.full((20, 1, 8), np.nan, np.float32)), "train.x", "NaN"),
+        (dict(y_test=np.array([0, 1, -1, 0])), "test.y", "outside"),
+        (dict(y_train=np.zeros(19, int)), "y_train", "19 rows"),
+        (dict(x_test=np.zeros((4, 1, 9), np.float32)), "test.x", "sample shape"),
+    ],
+)
 def test_npz_bad_input_names_file_and_field(tmp_path, arrays, field, problem):
-    base = dict(x_train=np.random.default_rng(0).standard_normal((20, 1, 8)).astype(np.float32),
-                y_train=np.arange(20) % 2, x_test=np.zeros((4, 1, 8), np.float32), y_test=np.zeros(4, int))
+    base = dict(
+        x_train=np.random.default_rng(0).standard_normal((20, 1, 8)).astype(np.float32),
+        y_train=np.arange(20) % 2,
+        x_test=np.zeros((4, 1, 8), np.float32),
+        y_test=np.zeros(4, int),
+    )
     base.update(arrays)
     name = _save(tmp_path, **base)
     with pytest.raises(TaskDataError) as err:
@@ -102,9 +133,17 @@ def test_npz_missing_field_and_file(tmp_path):
 def test_empty_class_in_train_is_an_error():
     x = np.zeros((6, 1, 4), np.float32)
     with pytest.raises(TaskDataError, match=r"class\(es\) \[2\] have no training sample"):
-        Task(name="t", modality="1d", kind="classification", input_shape=(1, 4), num_outputs=3,
-             train=Split(x, np.array([0, 1, 0, 1, 0, 1])), val=Split(x, np.zeros(6, np.int64)),
-             test=Split(x, np.zeros(6, np.int64)), source="unit-test")
+        Task(
+            name="t",
+            modality="1d",
+            kind="classification",
+            input_shape=(1, 4),
+            num_outputs=3,
+            train=Split(x, np.array([0, 1, 0, 1, 0, 1])),
+            val=Split(x, np.zeros(6, np.int64)),
+            test=Split(x, np.zeros(6, np.int64)),
+            source="unit-test",
+        )
 
 
 def test_carve_validation_keeps_every_class():

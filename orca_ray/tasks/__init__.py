@@ -18,8 +18,17 @@ from pathlib import Path
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation, limit_samples
 
 __all__ = [
-    "Split", "Task", "TaskDataError", "UnitGaussianNormalizer", "carve_validation", "limit_samples",
-    "register_task", "load_task", "available_tasks", "task_info", "TaskInfo",
+    "Split",
+    "Task",
+    "TaskDataError",
+    "UnitGaussianNormalizer",
+    "carve_validation",
+    "limit_samples",
+    "register_task",
+    "load_task",
+    "available_tasks",
+    "task_info",
+    "TaskInfo",
 ]
 
 
@@ -58,7 +67,9 @@ def task_info(name: str) -> TaskInfo:
     key = "npz" if name.startswith("npz:") else name
     if key not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown task {name!r}. Known tasks: {known}; or 'npz:/path/file.npz' for your own arrays")
+        raise KeyError(
+            f"unknown task {name!r}. Known tasks: {known}; or 'npz:/path/file.npz' for your own arrays"
+        )
     return _REGISTRY[key]
 
 
@@ -82,8 +93,12 @@ def load_task(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
             f"`python -m orca_ray.data check DIR` lists what the folder must hold."
         )
-    task = info.factory(data_root=None if data_root is None else Path(data_root), seed=seed,
-                        val_fraction=val_fraction, **options)
+    task = info.factory(
+        data_root=None if data_root is None else Path(data_root),
+        seed=seed,
+        val_fraction=val_fraction,
+        **options,
+    )
     if max_train_samples is not None or max_eval_samples is not None:
         task = task.with_splits(
             train=limit_samples(task.train, max_train_samples, seed, stratify=task.kind == "classification"),

@@ -19,8 +19,12 @@ from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_vali
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
-@register_task("npz", modality="any", description="your arrays: npz:/path/file.npz with x_train/y_train/x_test/y_test")
-def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float = 0.1, kind: str | None = None) -> Task:
+@register_task(
+    "npz", modality="any", description="your arrays: npz:/path/file.npz with x_train/y_train/x_test/y_test"
+)
+def load_npz_task(
+    path: str, data_root=None, seed: int = 0, val_fraction: float = 0.1, kind: str | None = None
+) -> Task:
     p = Path(path).expanduser()
     if not p.is_file():
         raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")
@@ -31,8 +35,10 @@ def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
         raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from e
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
-        raise TaskDataError(f"{p}: missing field(s) {missing}; found {sorted(arrays)}. "
-                            f"The file needs {', '.join(REQUIRED)} (x_val/y_val optional)")
+        raise TaskDataError(
+            f"{p}: missing field(s) {missing}; found {sorted(arrays)}. "
+            f"The file needs {', '.join(REQUIRED)} (x_val/y_val optional)"
+        )
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise TaskDataError(f"{p}: give both x_val and y_val, or neither")
 
@@ -41,13 +47,17 @@ def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim not in (3, 4):
-            raise TaskDataError(f"{p}: field {key}: expected (N, C, L), (N, C, H, W) or (N, L), got {x.shape}")
+            raise TaskDataError(
+                f"{p}: field {key}: expected (N, C, L), (N, C, H, W) or (N, L), got {x.shape}"
+            )
         return x.astype(np.float32, copy=False)
 
     splits = {s: (x_of(f"x_{s}"), arrays[f"y_{s}"]) for s in ("train", "val", "test") if f"x_{s}" in arrays}
     for s, (x, y) in splits.items():
         if len(x) != len(y):
-            raise TaskDataError(f"{p}: field y_{s} has {len(y)} rows but x_{s} has {len(x)}; they must pair up")
+            raise TaskDataError(
+                f"{p}: field y_{s} has {len(y)} rows but x_{s} has {len(x)}; they must pair up"
+            )
     x_tr, y_tr = splits["train"]
     kind = kind or _infer_kind(y_tr, x_tr)
     modality = "1d" if x_tr.ndim == 3 else "2d"
@@ -55,7 +65,9 @@ def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
     if kind == "classification":
         for s, (_, y) in splits.items():
             if not np.issubdtype(y.dtype, np.integer):
-                raise TaskDataError(f"{p}: field y_{s}: classification labels must be integers, got {y.dtype}")
+                raise TaskDataError(
+                    f"{p}: field y_{s}: classification labels must be integers, got {y.dtype}"
+                )
         num_outputs = int(max(y.max() for _, y in splits.values())) + 1
         splits = {s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}
     elif kind == "multilabel":
@@ -72,9 +84,19 @@ def load_npz_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
         val = Split(*splits["val"])
     else:
         train, val = carve_validation(train, val_fraction, seed, stratify=kind == "classification")
-    return Task(name=f"npz:{p.name}", modality=modality, kind=kind, input_shape=x_tr.shape[1:],
-                num_outputs=num_outputs, train=train, val=val, test=Split(*splits["test"]), source=str(p),
-                output_shape=output_shape, y_normalizer=normalizer)
+    return Task(
+        name=f"npz:{p.name}",
+        modality=modality,
+        kind=kind,
+        input_shape=x_tr.shape[1:],
+        num_outputs=num_outputs,
+        train=train,
+        val=val,
+        test=Split(*splits["test"]),
+        source=str(p),
+        output_shape=output_shape,
+        y_normalizer=normalizer,
+    )
 
 
 def _infer_kind(y: np.ndarray, x: np.ndarray) -> str:

@@ -140,8 +140,11 @@ class Task:
             self._fail("loss", f"must be one of {LOSSES}, got {self.loss!r}")
         want_rank = 2 if self.modality == "1d" else 3
         if len(self.input_shape) != want_rank:
-            self._fail("input_shape", f"a {self.modality} task needs (C, {'L' if want_rank == 2 else 'H, W'}), "
-                       f"got {self.input_shape}")
+            self._fail(
+                "input_shape",
+                f"a {self.modality} task needs (C, {'L' if want_rank == 2 else 'H, W'}), "
+                f"got {self.input_shape}",
+            )
         if self.num_outputs < 1 or (self.kind == "classification" and self.num_outputs < 2):
             self._fail("num_outputs", f"got {self.num_outputs}")
         if self.kind == "regression" and self.output_shape is None:
@@ -154,10 +157,15 @@ class Task:
         if len(x) == 0:
             self._fail(f"{name}.x", "is empty", "check the file has samples for this split")
         if len(x) != len(y):
-            self._fail(f"{name}.y", f"has {len(y)} rows but {name}.x has {len(x)}", "inputs and labels must pair up")
+            self._fail(
+                f"{name}.y", f"has {len(y)} rows but {name}.x has {len(x)}", "inputs and labels must pair up"
+            )
         if tuple(x.shape[1:]) != self.input_shape:
-            self._fail(f"{name}.x", f"sample shape {tuple(x.shape[1:])} != task input shape {self.input_shape} "
-                       f"(array shape {tuple(x.shape)}; expected (N, {', '.join(map(str, self.input_shape))}))")
+            self._fail(
+                f"{name}.x",
+                f"sample shape {tuple(x.shape[1:])} != task input shape {self.input_shape} "
+                f"(array shape {tuple(x.shape)}; expected (N, {', '.join(map(str, self.input_shape))}))",
+            )
         if not np.issubdtype(x.dtype, np.floating):
             self._fail(f"{name}.x", f"dtype {x.dtype} is not floating point", "convert inputs to float32")
         _check_finite(self, f"{name}.x", x)
@@ -165,27 +173,43 @@ class Task:
             self._fail(f"{name}.groups", f"has {len(split.groups)} rows but {name}.y has {len(y)}")
         if self.kind == "classification":
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-                self._fail(f"{name}.y", f"classification labels must be integers of shape (N,), got "
-                           f"{y.dtype} {tuple(y.shape)}", "store class indices 0..K-1")
+                self._fail(
+                    f"{name}.y",
+                    f"classification labels must be integers of shape (N,), got {y.dtype} {tuple(y.shape)}",
+                    "store class indices 0..K-1",
+                )
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= self.num_outputs:
-                self._fail(f"{name}.y", f"labels span [{lo}, {hi}] outside [0, {self.num_outputs - 1}]",
-                           "map labels to 0..K-1 (e.g. Satellite stores 1..24)")
+                self._fail(
+                    f"{name}.y",
+                    f"labels span [{lo}, {hi}] outside [0, {self.num_outputs - 1}]",
+                    "map labels to 0..K-1 (e.g. Satellite stores 1..24)",
+                )
             if name == "train":
                 counts = np.bincount(y, minlength=self.num_outputs)
                 empty = np.flatnonzero(counts == 0)
                 if len(empty):
-                    self._fail(f"{name}.y", f"class(es) {empty.tolist()[:10]} have no training sample",
-                               "drop unused classes or lower num_outputs")
+                    self._fail(
+                        f"{name}.y",
+                        f"class(es) {empty.tolist()[:10]} have no training sample",
+                        "drop unused classes or lower num_outputs",
+                    )
         elif self.kind == "multilabel":
             if y.shape[1:] != (self.num_outputs,):
-                self._fail(f"{name}.y", f"multilabel targets must be (N, {self.num_outputs}), got {tuple(y.shape)}")
+                self._fail(
+                    f"{name}.y", f"multilabel targets must be (N, {self.num_outputs}), got {tuple(y.shape)}"
+                )
             if not np.isin(np.unique(y[: min(len(y), 100_000)]), (0, 1)).all():
                 self._fail(f"{name}.y", "multilabel targets must be 0/1")
         else:
-            want = (self.num_outputs, *self.output_shape) if self.num_outputs > 1 else tuple(self.output_shape)
+            want = (
+                (self.num_outputs, *self.output_shape) if self.num_outputs > 1 else tuple(self.output_shape)
+            )
             if tuple(y.shape[1:]) not in (want, tuple(self.output_shape)):
-                self._fail(f"{name}.y", f"dense targets must be (N, {', '.join(map(str, want))}), got {tuple(y.shape)}")
+                self._fail(
+                    f"{name}.y",
+                    f"dense targets must be (N, {', '.join(map(str, want))}), got {tuple(y.shape)}",
+                )
             _check_finite(self, f"{name}.y", y)
 
 

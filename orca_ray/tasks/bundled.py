@@ -24,7 +24,9 @@ SKTIME_SETS = {
 
 
 @register_task("digits", modality="2d", description="scikit-learn digits, 1x8x8, 10 classes (bundled)")
-def load_digits_task(data_root=None, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Task:
+def load_digits_task(
+    data_root=None, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
+) -> Task:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -34,9 +36,18 @@ def load_digits_task(data_root=None, seed: int = 0, val_fraction: float = 0.1, t
     # a fixed test split (seed 0) so every trial of a sweep scores on the same images; val follows `seed`
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=0)
     train, val = carve_validation(Split(x_tr, y_tr), val_fraction, seed)
-    return Task(name="digits", modality="2d", kind="classification", input_shape=(1, 8, 8), num_outputs=10,
-                train=train, val=val, test=Split(x_te, y_te), source="sklearn.datasets.load_digits",
-                class_names=tuple(str(i) for i in range(10)))
+    return Task(
+        name="digits",
+        modality="2d",
+        kind="classification",
+        input_shape=(1, 8, 8),
+        num_outputs=10,
+        train=train,
+        val=val,
+        test=Split(x_te, y_te),
+        source="sklearn.datasets.load_digits",
+        class_names=tuple(str(i) for i in range(10)),
+    )
 
 
 def _sktime_factory(name: str, dataset: str):
@@ -56,9 +67,18 @@ def _sktime_factory(name: str, dataset: str):
         x_tr = ((x_tr - mean) / std).astype(np.float32)
         x_te = ((x_te - mean) / std).astype(np.float32)
         train, val = carve_validation(Split(x_tr, y_tr), val_fraction, seed)
-        return Task(name=name, modality="1d", kind="classification", input_shape=x_tr.shape[1:],
-                    num_outputs=len(classes), train=train, val=val, test=Split(x_te, y_te), source=source,
-                    class_names=tuple(str(c) for c in classes))
+        return Task(
+            name=name,
+            modality="1d",
+            kind="classification",
+            input_shape=x_tr.shape[1:],
+            num_outputs=len(classes),
+            train=train,
+            val=val,
+            test=Split(x_te, y_te),
+            source=source,
+            class_names=tuple(str(c) for c in classes),
+        )
 
     return factory
 
