@@ -312,6 +312,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None):
         out = _join(spec.experiment_path, FIGURES_SUBDIR)
         analysis.main([spec.results_root, "--sweep", spec.name, "--out", out])
         print(f"  figures:         {out}")
+    elif spec.analysis:
+        print(
+            f"  figures:         python -m orca_ray.analysis {spec.results_root} --out ./figures/{spec.name}"
+        )
     if info.get("dashboard"):
         print(f"  Ray dashboard:   http://{info['dashboard']} (while Ray runs; token in ~/.ray/auth_token)")
     print("  resume / extend: run the same command again (same --name and --storage)")
@@ -392,13 +396,21 @@ class PresetDefaults:
     extra: dict = field(default_factory=dict)  # TrialConfig fields every trial of the preset gets
 
 
-# CPU laptop demo: bundled real 1D tasks, the bundled MiniLM, short runs; paper: ORCA's settings
+# CPU laptop demo: bundled real data (handwritten digits as images, GunPoint as series) through the bundled
+# MiniLM and the bundled WNUT-16 text proxy, a subset and short runs so a sweep takes minutes on 2 cores.
+# Paper: the NAS-Bench-360 tasks with ORCA's bodies, proxies and hyperparameters.
 DEMO = PresetDefaults(
-    tasks=("gunpoint", "basicmotions"),
+    tasks=("digits", "gunpoint"),
     seeds=(0, 1),
     cpus=1,
     gpus=0,
-    extra={"refine_epochs": 6, "proxy_size": 2000, "align_batch_per_class": 32},
+    extra={
+        "refine_epochs": 6,
+        "max_train_samples": 500,
+        "val_fraction": 0.2,
+        "proxy_size": 2000,
+        "align_batch_per_class": 32,
+    },
 )
 PAPER = PresetDefaults(
     tasks=("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg"), seeds=(0, 1, 2), cpus=4, gpus=1

@@ -2,7 +2,6 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from orca_ray.bodies import load_body
 from orca_ray.model import apply_freeze, build_model
@@ -81,14 +80,11 @@ def test_dense_and_multilabel_losses_train(name):
 
 @pytest.mark.slow
 def test_real_minilm_beats_chance_on_bundled_real_task(minilm):
-    """Fine-tuning the real pretrained MiniLM on OSULeaf (6 leaf classes, chance error ≈ 0.83)."""
-    torch.manual_seed(0)
-    task = load_task("osuleaf", seed=0)
-    body = copy.deepcopy(minilm)
-    model = build_model(task, body, seed=0)
-    hp = DEMO_HPARAMS.with_overrides(epochs=5, decay_epochs=5, lr=2e-4)
+    """Fine-tuning the real pretrained MiniLM on BasicMotions (4 activities from 6 sensor channels)."""
+    task = load_task("basicmotions", seed=0)
+    model = build_model(task, copy.deepcopy(minilm), seed=0)
+    hp = DEMO_HPARAMS.with_overrides(epochs=4, decay_epochs=4)
     results = list(Refiner(model, task, hp, seed=0).fit())
-    majority = np.bincount(task.test.y).max() / len(task.test.y)
-    final = results[-1]
+    chance = 1 - np.bincount(task.test.y).max() / len(task.test.y)  # 0.75: majority-class error
     assert results[-1].train_loss < results[0].train_loss
-    assert final.test_score < 1 - majority - 0.2, (final, 1 - majority)
+    assert results[-1].test_score < chance - 0.4, (results[-1], chance)
