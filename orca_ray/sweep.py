@@ -278,6 +278,7 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None):
             scheduler=scheduler,
             num_samples=spec.num_samples,
             max_concurrent_trials=None if search_alg else spec.max_concurrent,
+            reuse_actors=True,  # a trial process keeps torch/transformers imported for the next trial
             trial_name_creator=_trial_dirname,
             trial_dirname_creator=_trial_dirname,
         ),
