@@ -115,6 +115,7 @@ class Body(nn.Module):
     )
     name: str = ""
     pretraining_tokens: float | None = None
+    init_seed: int = 0  # the seed a randomly initialised body was drawn with
     embedding_init: EmbeddingInit
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -246,8 +247,10 @@ def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
         if name.startswith("random:"):
             body = _load(name.split(":", 1)[1], dropout=dropout, random_init=True)
             body.name, body.pretraining_tokens = name, 0.0
-            return body
-        return _load(name, dropout=dropout, random_init=False)
+        else:
+            body = _load(name, dropout=dropout, random_init=False)
+    body.init_seed = seed
+    return body
 
 
 def body_modality(name: str) -> str:
@@ -286,7 +289,16 @@ def _load(name: str, *, dropout: float, random_init: bool) -> Body:
         torch_model = transformers.AutoModel.from_config(config)
     else:
         path, local_only = weights_location(name)
-        torch_model = transformers.AutoModel.from_pretrained(path, config=config, local_files_only=local_only)
+        try:
+            torch_model = transformers.AutoModel.from_pretrained(
+                path, config=config, local_files_only=local_only
+            )
+        except OSError as e:  # e.g. config.json cached but the weights not
+            raise BodyNotFoundError(
+                f"body {name!r}: its weights could not be loaded from {path} ({e}). Fetch the whole model where "
+                f"there is internet (`hf download {path}`) or pass a local folder holding config.json and "
+                "model.safetensors."
+            ) from e
     torch_model.train()
     cls = HFSwinBody if config.model_type == "swin" else TextBody
     return cls(torch_model, name, 0.0 if random_init else pretraining_tokens(name))

@@ -19,7 +19,8 @@ PRESETS = ("demo", "paper")
 
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
-# fields the aligned embedder depends on (besides the align hyperparameters resolved at run time)
+# every field the aligned embedder depends on; the align optimiser is derived from the fine-tuning one
+# (ORCA: same optimiser, lr ×10 when lr ≤ 1e-3), so lr / optimizer / weight_decay belong here too
 _ALIGN_FIELDS = (
     "task",
     "body",
@@ -28,6 +29,9 @@ _ALIGN_FIELDS = (
     "proxy_size",
     "align_batch_per_class",
     "align_lr",
+    "lr",
+    "optimizer",
+    "weight_decay",
     "target_seq_len",
     "val_fraction",
     "max_train_samples",

@@ -372,8 +372,10 @@ def _original_text_embeddings(body: Body):
     random_init = body.name.startswith("random:") or body.name.startswith("tiny-")
     config = hf_config(base, allow_builtin=random_init)
     if random_init:
-        torch.manual_seed(0)
-        model = transformers.AutoModel.from_config(config)
+        # the same seeded draw load_body made, so the proxy sees the embedding layer the body was built with
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(body.init_seed)
+            model = transformers.AutoModel.from_config(config)
     else:
         path, local_only = weights_location(base)
         model = transformers.AutoModel.from_pretrained(path, config=config, local_files_only=local_only)

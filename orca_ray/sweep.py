@@ -203,9 +203,11 @@ def _tune_space(spec: SweepSpec) -> dict:
 
 
 def _trial_dirname(trial) -> str:
+    """Named from the config hash; the trial's index is appended because Optuna or num_samples > 1 can
+    propose one config twice, and two trials must never share a checkpoint directory."""
     from .trainable import trial_config
 
-    return trial_config(trial.config).short_name()
+    return f"{trial_config(trial.config).short_name()}-{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
 def _connect(address: str | None) -> dict:
@@ -246,13 +248,13 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None):
             "ones continue from their last checkpoint",
             flush=True,
         )
-        return tune.Tuner.restore(
-            spec.experiment_path,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=_tune_space(spec),
+        # the trials (and their configs) come from the saved experiment; the trainable is re-specified so
+        # preloaded tasks go through the object store again
+        restored = tune.Tuner.restore(
+            spec.experiment_path, trainable, resume_unfinished=True, resume_errored=True
         )
+        restored.orca_restored = True
+        return restored
     search_alg, scheduler = None, None
     param_space = _tune_space(spec)
     if spec.search == "optuna":
@@ -272,8 +274,9 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None):
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=None if search_alg else spec.metric,
-            mode=None if search_alg else spec.mode,
+            # a search algorithm or scheduler carries its own metric; Tune refuses it twice
+            metric=None if (search_alg or scheduler) else spec.metric,
+            mode=None if (search_alg or scheduler) else spec.mode,
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=spec.num_samples,
@@ -299,6 +302,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None):
     info = _connect(address)
     tasks = _preload(spec) if spec.preload_tasks else None
     tuner = build_tuner(spec, tasks)
+    _warn_unrunnable_cells(spec, tuner)
     t0 = time.time()
     grid = tuner.fit()
     errors = [r for r in grid if r.error is not None]
@@ -319,8 +323,27 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None):
         )
     if info.get("dashboard"):
         print(f"  Ray dashboard:   http://{info['dashboard']} (while Ray runs; token in ~/.ray/auth_token)")
-    print("  resume / extend: run the same command again (same --name and --storage)")
+    print("  resume:          run the same command again (same --name and --storage)")
     return grid
+
+
+def _warn_unrunnable_cells(spec: SweepSpec, tuner) -> None:
+    """Tuner.restore keeps the trials it had: grid cells added since (more seeds, epochs, tasks) never run."""
+    from .trainable import trial_config
+
+    if spec.search != "grid" or not getattr(tuner, "orca_restored", False):
+        return
+    try:
+        had = {trial_config(r.config).config_hash for r in tuner.get_results()}
+    except Exception:  # nothing recorded yet: every cell is still to run
+        return
+    new = [c for c in expand_grid(spec.space) if c.config_hash not in had]
+    if new:
+        print(
+            f"warning: {len(new)} trial(s) of this grid are not in the restored sweep {spec.name!r} and will not "
+            f"run (e.g. {new[0].short_name()}); give them a new --name to run them",
+            flush=True,
+        )
 
 
 def _preload(spec: SweepSpec) -> dict:

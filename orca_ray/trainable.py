@@ -161,10 +161,11 @@ class TrialRun:
         aligner.run(cfg.embedder_epochs, on_epoch)
         self.model.embedder.to("cpu")
 
-    def state(self, refiner: Refiner | None) -> dict:
+    def state(self, refiner: Refiner | None, best_val_score: float = math.inf) -> dict:
         return {
             "embedder": {k: v.detach().cpu() for k, v in self.model.embedder.state_dict().items()},
             "refine": None if refiner is None else refiner.state_dict(),
+            "best_val_score": best_val_score,  # the search metric: a resumed trial must not forget it
         }
 
     def refine(self, report, state: dict | None = None, max_steps_per_epoch: int | None = None) -> Refiner:
@@ -179,7 +180,7 @@ class TrialRun:
         )
         if state is not None and state.get("refine") is not None:
             refiner.load_state_dict(state["refine"])
-        best = math.inf
+        best = float(state.get("best_val_score", math.inf)) if state is not None else math.inf
         for r in refiner.fit():
             best = min(best, r.val_score) if math.isfinite(r.val_score) else best
             report(
@@ -194,7 +195,7 @@ class TrialRun:
                     lr_now=r.lr,
                     best_val_score=best,
                 ),
-                self.state(refiner),
+                self.state(refiner, best),
             )
         return refiner
 

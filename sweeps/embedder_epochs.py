@@ -2,7 +2,8 @@
 """How long should the embedder be aligned? OTDD and downstream score after 0…N embedder epochs (study Fig. 3).
 
 Each task is aligned once per seed: trials asking for fewer epochs load that trajectory's snapshot instead of
-training again. Demo (default): the bundled OSULeaf series + the bundled MiniLM on CPU, in minutes.
+training again. Demo (default): bundled digits images and GunPoint series through the bundled MiniLM with the bundled
+WNUT-16 text proxy, on CPU in about ten minutes.
 """
 
 from orca_ray.refine import NB360_ALIGN_EPOCHS

@@ -11,6 +11,9 @@ MASKS = ["none", "embedder", "body"]
 
 
 def space(args):
+    # one task, one seed: Optuna models a single objective; run it per task/seed with --tasks / --seeds
+    if len(args.tasks) > 1 or len(args.seeds) > 1:
+        print(f"optuna_search: searching task {args.tasks[0]!r} with seed {args.seeds[0]} (the first given)")
     task = args.tasks[0]
     return {
         "task": task,

@@ -14,12 +14,20 @@ def test_hash_is_stable_and_ignores_locations():
 def test_align_key_shared_by_trials_that_only_differ_in_fine_tuning():
     base = TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=4)
     same = [
-        TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=e, freeze=f, lr=lr)
-        for e, f, lr in [(8, "none", None), (4, "body", 1e-3), (0, "embedder+body", None)]
+        TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=e, freeze=f, batch_size=b)
+        for e, f, b in [(8, "none", None), (4, "body", 4), (0, "embedder+body", None)]
     ]
     assert {c.align_key for c in same} == {base.align_key}
     # but not across seeds, proxies or bodies (ORCA's path omitted these and trials collided)
-    for other in [dict(seed=1), dict(proxy="fake-text"), dict(body="random:minilm")]:
+    # and the align optimiser is derived from the fine-tuning one (lr ×10), so lr and optimiser change it too
+    for other in [
+        dict(seed=1),
+        dict(proxy="fake-text"),
+        dict(body="random:minilm"),
+        dict(lr=1e-3),
+        dict(optimizer="sgd"),
+        dict(align_lr=1e-2),
+    ]:
         assert TrialConfig(**{**base.to_dict(), **other}).align_key != base.align_key
     assert len({c.config_hash for c in [base, *same]}) == 4
 

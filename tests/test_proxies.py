@@ -114,3 +114,12 @@ def test_conll_feature_pair_as_orca_ships_it(tmp_path):
     assert x.shape == (30, body.embed_dim) and len(y) == 30
     want = np.load(tmp_path / "text_xs.npy")[:30].mean(1)
     assert np.allclose(x.numpy(), want, atol=1e-6)
+
+
+def test_text_proxy_of_a_random_body_uses_that_bodys_embedding_layer():
+    from orca_ray.proxies import _original_text_embeddings
+
+    for seed in (0, 3):
+        body = load_body("random:minilm", seed=seed)
+        emb, _, _ = _original_text_embeddings(body)
+        assert torch.equal(emb.position_embeddings.weight, body.embedding_init.positions)

@@ -93,7 +93,7 @@ def test_sweep_writes_every_row_once(ray_local, tmp_path):
     ).all()
     # trial directories are named from the config hash, not at random
     dirs = {p.name for p in Path(spec.experiment_path).iterdir() if p.is_dir()}
-    assert {c.short_name() for c in configs} <= dirs
+    assert all(sum(d.startswith(c.short_name() + "-") for d in dirs) == 1 for c in configs), dirs
     # and the figures were drawn from the Parquet files
     assert any(Path(spec.experiment_path, "figures").glob("*.png"))
 
@@ -158,6 +158,10 @@ def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
     for trial_dir, results in logs.items():
         refine_epochs = [e for phase, e in results if phase == "refine"]
         assert sorted(refine_epochs) == list(range(1, REFINE_EPOCHS + 1)), (trial_dir, results)
+    # the search metric survived the resumes: each trial's last best_val_score is its minimum val score
+    for result in grid:
+        rows = df[(df.trial_id == result.metrics["trial_id"]) & (df.phase == "refine")]
+        assert result.metrics["best_val_score"] == rows["val_score"].min()
 
 
 def test_dry_run_starts_no_ray():
@@ -207,3 +211,19 @@ def test_optuna_search_with_asha_over_the_real_trainable(ray_local, tmp_path):
     for _, rows in df.groupby("trial_id"):
         refine = rows[rows.phase == "refine"]["epoch"].tolist()
         assert refine == list(range(1, len(refine) + 1)) and len(refine) >= 1  # ASHA may stop after epoch 1
+
+
+def test_grid_with_asha_and_best_val_score_is_the_trials_minimum(ray_local, tmp_path):
+    spec = SweepSpec(
+        name="asha",
+        space=space(tmp_path, embedder_epochs=0, seed=[0, 1]),
+        storage=str(tmp_path / "store"),
+        asha=True,
+        analysis=False,
+    )
+    grid = run_sweep(spec)
+    assert not grid.errors and len(grid) == 2
+    df = read_results(spec.results_root)
+    for result in grid:
+        rows = df[(df.trial_id == result.metrics["trial_id"]) & (df.phase == "refine")]
+        assert result.metrics["best_val_score"] == rows["val_score"].min()
