@@ -422,22 +422,7 @@ def read_results(
     return df.drop(columns="_phase_order").reset_index(drop=True)
 
 
-FINAL_COLUMNS = (
-    "sweep",
-    "trial_id",
-    "config_hash",
-    "task",
-    "body",
-    "proxy",
-    "embedder_epochs",
-    "freeze",
-    "seed",
-    "lr",
-    "pretraining_tokens",
-    "preset",
-    "metric",
-    "node",
-)
+FINAL_COLUMNS = ("sweep", "trial_id", *TRIAL_FIELDS, "metric", "node")
 
 
 def final_scores(df: pd.DataFrame) -> pd.DataFrame:
