@@ -162,16 +162,7 @@ class Aligner:
         )
         self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
         self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
-        refine_like = RefineHParams(
-            optimizer=hp.optimizer,
-            lr=hp.lr,
-            betas=hp.betas,
-            momentum=hp.momentum,
-            weight_decay=hp.weight_decay,
-        )
-        self.optimizer = make_optimizer(
-            [p for p in self.embedder.parameters() if p.requires_grad], refine_like
-        )
+        self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], hp)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(hp.milestones), hp.gamma)
         self.epoch = 0
         self.otdd: list[float] = []

@@ -76,14 +76,12 @@ class Embedder2D(nn.Module):
         embed_dim: int,
         image_size: int,
         patch_size: int,
-        input_hw: tuple[int, int] | None = None,
         learned_positions: bool = False,
     ):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size, self.patch_size = image_size, patch_size
-        self.input_hw = input_hw
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.projection = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim)
@@ -202,14 +200,14 @@ def build_embedder(
     else:
         c, h, w = task.input_shape
         if body.modality == "2d":
-            emb = Embedder2D(c, body.embed_dim, body.image_size, body.patch_size, (h, w))
+            emb = Embedder2D(c, body.embed_dim, body.image_size, body.patch_size)
         else:
             limit = min(target_seq_len or 64, body.max_tokens or 64)
             # patches of at least 2×2 pixels: a one-pixel token is a single scalar, which LayerNorm reduces
             # to its sign, drowned by the position embedding
             patch = max(2, math.ceil(max(h, w) / max(1, math.isqrt(limit))))
             side = math.ceil(max(h, w) / patch)  # tokens per side
-            emb = Embedder2D(c, body.embed_dim, patch * side, patch, (h, w), learned_positions=True)
+            emb = Embedder2D(c, body.embed_dim, patch * side, patch, learned_positions=True)
     if init_from_body:
         emb.init_from_body(body.embedding_init)
     return emb

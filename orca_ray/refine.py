@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -136,12 +136,15 @@ def hparams_for(task_name: str) -> RefineHParams:
     return NB360_HPARAMS.get(base, DEMO_HPARAMS)
 
 
-def make_optimizer(params, hp: RefineHParams, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = hp.lr if lr is None else lr
+def make_optimizer(params, hp) -> torch.optim.Optimizer:
+    """From any hyperparameters with optimizer, lr, betas, momentum, weight_decay (RefineHParams,
+    align.AlignHParams)."""
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    if hp.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be sgd, adam or adamw, got {hp.optimizer!r}")
     cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=hp.betas, weight_decay=hp.weight_decay)
+    return cls(params, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -194,10 +197,6 @@ class EpochResult:
     test_score: float
     seconds: float
     lr: float
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class Refiner:

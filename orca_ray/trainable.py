@@ -168,7 +168,7 @@ class TrialRun:
             "best_val_score": best_val_score,  # the search metric: a resumed trial must not forget it
         }
 
-    def refine(self, report, state: dict | None = None, max_steps_per_epoch: int | None = None) -> Refiner:
+    def refine(self, report, state: dict | None = None) -> Refiner:
         apply_freeze(self.model, self.cfg.frozen_parts)
         refiner = Refiner(
             self.model,
@@ -176,7 +176,6 @@ class TrialRun:
             self.hp,
             seed=self.cfg.seed,
             device=self.cfg.device,
-            max_steps_per_epoch=max_steps_per_epoch,
         )
         if state is not None and state.get("refine") is not None:
             refiner.load_state_dict(state["refine"])
