@@ -16,7 +16,6 @@ file lock serialises trials of one key on a node (the second waits, then reuses 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .io import file_lock, write_file
 from .otdd import ProxyDistance
 from .refine import RefineHParams, make_optimizer, pick_device
 from .tasks import Task
@@ -114,9 +114,7 @@ class EmbedderSnapshots:
         return max(done) if done else None
 
     def save(self, epoch: int, state: dict) -> None:
-        tmp = self.root / f".epoch_{epoch:04d}.{os.getpid()}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.path(epoch))  # atomic: a reader sees the old file or the whole new one
+        write_file(self.path(epoch), lambda tmp: torch.save(state, tmp))
 
     def load(self, epoch: int) -> dict:
         try:
@@ -126,12 +124,9 @@ class EmbedderSnapshots:
                 f"embedder snapshot {self.path(epoch)} is unreadable ({e}); delete it to retrain"
             ) from e
 
-    @contextmanager
     def lock(self, timeout: float = -1):
-        from filelock import FileLock
-
-        with FileLock(str(self.root / ".lock"), timeout=timeout):
-            yield
+        """The inter-process lock of this trajectory: one trial trains it at a time, the others then reuse."""
+        return file_lock(self.root / ".lock", timeout=timeout)
 
 
 class Aligner:

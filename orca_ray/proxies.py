@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import pickle
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .bodies import Body, body_modality
+from .io import build_once, cache_root
 
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
@@ -68,10 +68,6 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
     return proxy
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ORCA_RAY_CACHE", Path.home() / ".cache" / "orca_ray"))
-
-
 def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int) -> str:
     digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|v1".encode()).hexdigest()[:16]
     return f"{proxy}-{digest}"
@@ -88,29 +84,38 @@ def proxy_features(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) proxy features in the body's input space; cached on disk, built under a lock so concurrent
-    trials on one node compute them once."""
-    from filelock import FileLock
+    """(x, y) proxy features in the body's input space: x (N, D) float32, y (N,) int64.
+
+    Computed once per node and key (proxy, body, size, seed) under a file lock, then read from
+    `<cache>/proxies/<key>.safetensors` by every trial.
+
+    Args:
+        proxy: a resolved proxy name (see `resolve_proxy`), not "auto" or "none".
+        body_name: the body's name as given in the trial config (part of the cache key).
+        body: the loaded body whose patch or text embedding the proxy goes through.
+        size: number of proxy points.
+        seed: seed of the draw (and of synthetic proxies).
+        data_root: folder with the proxy files (cifar10, mnist, conll).
+        cache_dir: cache folder (default `io.cache_root()`).
+        device: where the features are computed.
+    """
     from safetensors.torch import load_file, save_file
 
-    cache = Path(cache_dir or default_cache_dir()) / "proxies"
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{proxy_cache_key(proxy, body_name, size, seed)}.safetensors"
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():
-            t = load_file(str(path))
-            return t["x"], t["y"]
+    path = cache_root(cache_dir) / "proxies" / f"{proxy_cache_key(proxy, body_name, size, seed)}.safetensors"
+
+    def build(tmp: Path) -> None:
         x, y = _compute(proxy, body, size=size, seed=seed, data_root=data_root, device=device)
         if not torch.isfinite(x).all():
             raise ValueError(f"proxy {proxy!r} features through body {body_name!r} contain NaN/inf")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file(
             {"x": x.contiguous(), "y": y.contiguous()},
             str(tmp),
             metadata={"proxy": proxy, "body": body_name, "size": str(size), "seed": str(seed)},
         )
-        os.replace(tmp, path)  # never a half-written cache file
-    return x, y
+
+    build_once(path, build)
+    t = load_file(str(path))
+    return t["x"], t["y"]
 
 
 def _compute(proxy, body, *, size, seed, data_root, device):

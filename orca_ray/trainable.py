@@ -17,15 +17,15 @@ import os
 import socket
 import tempfile
 from dataclasses import fields
-from pathlib import Path
 
 import torch
 
 from .align import Aligner, AlignHParams, EmbedderSnapshots
 from .bodies import load_body
 from .config import TrialConfig
+from .io import cache_root
 from .model import apply_freeze, build_model
-from .proxies import default_cache_dir, proxy_features, resolve_proxy
+from .proxies import proxy_features, resolve_proxy
 from .refine import NB360_TARGET_SEQ_LEN, Refiner, hparams_for
 from .tasks import Task, load_task
 
@@ -92,7 +92,7 @@ class TrialRun:
         transformers.logging.set_verbosity_error()  # trial logs: our rows, not weight-loading progress bars
         transformers.logging.disable_progress_bar()
         self.cfg = cfg
-        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        self.cache_dir = cache_root(cfg.cache_dir)
         torch.manual_seed(cfg.seed)
         self.task = task if task is not None else load_trial_task(cfg)
         self.body = load_body(cfg.body, dropout=cfg.dropout, seed=cfg.seed)

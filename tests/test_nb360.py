@@ -19,6 +19,7 @@ import scipy.io
 from orca_ray import data as nbdata
 from orca_ray.metrics import compute_metric
 from orca_ray.tasks import TaskDataError, load_task, nb360
+from orca_ray.tasks.nb360 import staging
 
 GRID = 421
 
@@ -175,7 +176,7 @@ def our_cifar_md5(full_root, monkeypatch):
         f"cifar-100-python/{n}": {"md5": _md5(root / "cifar-100-python" / n), "by": "test"}
         for n in ("train", "test", "meta")
     }
-    monkeypatch.setattr(nbdata, "KNOWN_CHECKSUMS", table)
+    monkeypatch.setattr(staging, "KNOWN_CHECKSUMS", table)
 
 
 # ---- loaders ---------------------------------------------------------------------------------------------------
@@ -187,9 +188,9 @@ def test_cifar100(full_root):
     assert t.train.x.dtype == np.float32 and t.class_names[7] == "class7"
     assert set(np.unique(t.val.y)) == set(range(100))  # stratified: one per class
     x_te, y_te = raw["cifar100"]["test"]
-    want = (x_te.reshape(-1, 3, 32, 32) / 255.0 - nb360.CIFAR100_MEAN[:, None, None]) / nb360.CIFAR100_STD[
-        :, None, None
-    ]
+    want = (
+        x_te.reshape(-1, 3, 32, 32) / 255.0 - nb360.cifar100.CIFAR100_MEAN[:, None, None]
+    ) / nb360.cifar100.CIFAR100_STD[:, None, None]
     np.testing.assert_allclose(t.test.x, want, atol=1e-5)
     np.testing.assert_array_equal(t.test.y, y_te)
     # val carved from train and disjoint from it (images are random, so rows identify samples)
@@ -267,7 +268,7 @@ def test_satellite_memmap_zscore_and_last_block_val(full_root, monkeypatch):
     raw_t = load_task("satellite", data_root=root, zscore=False)  # ORCA feeds the raw values
     np.testing.assert_allclose(raw_t.test.x[:, 0], raw["satellite"]["test"][0], rtol=1e-6)
     # second load: memory map of the cached conversion, no reconversion
-    monkeypatch.setattr(nb360, "_convert_satellite", lambda *a, **k: pytest.fail("converted twice"))
+    monkeypatch.setattr(nb360.satellite, "_convert_satellite", lambda *a, **k: pytest.fail("converted twice"))
     again = load_task("satellite", data_root=root)
     assert isinstance(again.test.x, np.memmap)
     r = load_task("satellite", data_root=root, val="random", seed=2)
@@ -285,7 +286,7 @@ def test_deepsea_memmap_no_reconversion(tmp_path, monkeypatch):
     np.testing.assert_array_equal(t.test.y, raw["y_test"])
     cache = Path(t.train.x.filename).parent
     assert (cache / "meta.json").is_file() and not list(cache.parent.glob("*.tmp-*"))
-    monkeypatch.setattr(nb360, "_convert_deepsea", lambda *a, **k: pytest.fail("converted twice"))
+    monkeypatch.setattr(nb360.deepsea, "_convert_deepsea", lambda *a, **k: pytest.fail("converted twice"))
     again = load_task("deepsea", data_root=tmp_path / "root")
     assert isinstance(again.test.x, np.memmap) and Path(again.test.x.filename).parent == cache
     score = compute_metric("1-auroc", again.test.y, np.random.default_rng(0).random((10, 36)))
@@ -434,7 +435,7 @@ def test_check_complete_root(full_root, our_cifar_md5):
     rep = json.loads(out)
     assert rep["ok"] and set(rep["tasks"]) == set(nb360.NB360_TASKS)
     ds = rep["tasks"]["deepsea"]
-    assert ds["files"][0]["status"] == "present" and ds["files"][0]["checksum"] == nbdata.NO_PUBLISHED
+    assert ds["files"][0]["status"] == "present" and ds["files"][0]["checksum"] == staging.NO_PUBLISHED
     assert len(ds["files"][0]["sha256"]) == 64 and ds["load"]["memory_mapped"]
     assert ds["load"]["splits"]["train"]["x"] == [40, 4, 1000]
     assert rep["tasks"]["cifar100"]["files"][0]["checksum"] == "md5 matches test"
@@ -482,7 +483,7 @@ def test_stage_local_then_check_and_rerun_skips(full_root, tmp_path, our_cifar_m
     man = json.loads((dest / "MANIFEST.json").read_text())
     assert (
         man["files"]["ecg/challenge2017.pkl"]["sha256"]
-        == nbdata.digests(root / "ecg" / "challenge2017.pkl")["sha256"]
+        == staging.digests(root / "ecg" / "challenge2017.pkl")["sha256"]
     )
     assert (dest / "deepsea_filtered.npz").is_file() and (
         dest / "satellite" / "satellite_train.npy"

@@ -1,0 +1,250 @@
+"""Where files live and how they are written: the cache root, local or object-store paths, atomic writes and
+build-once-under-a-file-lock. Every module that writes a file shared between processes goes through here.
+
+- `cache_root()`: `$ORCA_RAY_CACHE`, else `~/.cache/orca_ray` (embedder snapshots, proxy features, converted
+  NAS-Bench-360 arrays). Point it at node-local disk.
+- `resolve(uri)`: a pyarrow filesystem and path for a local path, `file://`, `s3://` or `gs://` URI (S3 URIs may
+  carry `?endpoint_override=host:port&scheme=http`).
+- `write_bytes(fs, path, data)` / `write_file(path, write)`: never visible half-written under the final name
+  (local: temporary name in the same folder, fsync, rename; object store: one PUT, visible only when complete).
+- `build_once(target, build)`: a file or folder built by one process per node while the others wait on a file
+  lock, then read by all.
+
+Temporary names start with "." and end in ".tmp" (or hold ".tmp-"), so Parquet readers and globs skip them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "ORCA_RAY_CACHE"
+_OBJECT_STORES = ("s3", "gcs", "gs", "abfs", "az")
+
+
+# ---- paths ---------------------------------------------------------------------------------------------------
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder: `cache_dir` when given, else `$ORCA_RAY_CACHE`, else `~/.cache/orca_ray`.
+
+    Args:
+        cache_dir: an explicit folder (a trial's `--cache-dir`); None for the environment's default.
+    """
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "orca_ray"
+
+
+def is_uri(path: str | Path) -> bool:
+    """True for `scheme://...` locations (s3://, gs://, file://), False for plain local paths."""
+    return "://" in str(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """`base/part/...` for a URI (kept as a URI) or a local path (made absolute, `~` expanded).
+
+    Args:
+        base: a local path or a URI.
+        parts: path components appended in order.
+    """
+    if is_uri(base):
+        return "/".join([str(base).rstrip("/"), *parts])
+    return str(Path(base).expanduser().resolve().joinpath(*parts))
+
+
+def resolve(uri: str | Path, filesystem=None):
+    """(pyarrow filesystem, path inside it) for a local path or a URI.
+
+    Args:
+        uri: a local path, or `s3://`, `gs://`, `file://` URI.
+        filesystem: a pyarrow filesystem to use instead of the URI's own; the URI's scheme and query are
+            stripped (`s3://bucket/prefix?x=y` → `bucket/prefix`).
+    """
+    import pyarrow.fs as pafs
+
+    uri = str(uri)
+    if filesystem is not None:
+        path = uri.split("://", 1)[1] if is_uri(uri) else uri
+        return filesystem, path.split("?", 1)[0].rstrip("/")
+    if is_uri(uri):
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def is_object_store(fs) -> bool:
+    """True when `fs` is an object store (S3, GCS, Azure), where one upload appears whole when complete."""
+    name = fs.type_name.lower()
+    return any(s in name for s in _OBJECT_STORES) and name not in ("local", "subtree", "hdfs")
+
+
+def is_file(fs, path: str) -> bool:
+    """True when `path` is a regular file on the pyarrow filesystem `fs`."""
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+# ---- atomic writes ---------------------------------------------------------------------------------------------
+def _tmp_name(path: str) -> str:
+    directory, name = path.rsplit("/", 1)
+    return f"{directory}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def write_bytes(fs, path: str, data: bytes) -> None:
+    """Make `path` on the pyarrow filesystem `fs` hold `data`, never visible half-written under that name.
+
+    Args:
+        fs: a pyarrow filesystem (see `resolve`).
+        path: the final path inside `fs`.
+        data: the whole content.
+    """
+    if is_object_store(fs):
+        # a single-object upload (or a completed multipart upload) appears atomically
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = _tmp_name(path)
+    if fs.type_name == "local":
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    finally:
+        if is_file(fs, tmp):
+            fs.delete_file(tmp)
+
+
+def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Make the local file `path` hold what `write(tmp_path)` writes (torch.save, safetensors, ...), atomically.
+
+    Args:
+        path: the final local path; its folder is created.
+        write: writes the whole file to the temporary path it is given (same folder as `path`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(_tmp_name(str(path)))
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a reader sees the old file or the whole new one
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def copy_file(src_fs, src: str, dst_fs, dst: str, chunk_size: int = 8 << 20) -> None:
+    """Copy one file between pyarrow filesystems; the destination never holds a partial copy.
+
+    Args:
+        src_fs, src: source filesystem and path.
+        dst_fs, dst: destination filesystem and path (its folder is created on local disk).
+        chunk_size: bytes per read/write.
+    """
+    import pyarrow.fs as pafs
+
+    if is_object_store(dst_fs):
+        pafs.copy_files(
+            src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs, chunk_size=chunk_size
+        )
+        return
+    dst_fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    tmp = _tmp_name(dst)
+    try:
+        pafs.copy_files(
+            src, tmp, source_filesystem=src_fs, destination_filesystem=dst_fs, chunk_size=chunk_size
+        )
+        dst_fs.move(tmp, dst)
+    finally:
+        if is_file(dst_fs, tmp):
+            dst_fs.delete_file(tmp)
+
+
+# ---- locks and build-once --------------------------------------------------------------------------------------
+@contextmanager
+def file_lock(path: str | Path, timeout: float = -1) -> Iterator[None]:
+    """Hold an inter-process lock on the lock file `path` (created if missing).
+
+    Args:
+        path: the lock file.
+        timeout: seconds to wait before `filelock.Timeout`; -1 waits forever.
+    """
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path), timeout=timeout):
+        yield
+
+
+def build_once(
+    target: str | Path,
+    build: Callable[[Path], None],
+    *,
+    ready: Callable[[Path], bool] | None = None,
+) -> bool:
+    """Make `target` (a file or a folder) exist, built by `build(tmp)` in exactly one process per node.
+
+    Under the file lock `<target>.lock`: if `target` is not ready, leftovers of a crashed build are removed,
+    `build(tmp)` writes a file or folder at the temporary path it is given (same folder as `target`), and that
+    is renamed into place. Processes that find the target ready never take the lock; the others wait for it.
+
+    Args:
+        target: the final path.
+        build: writes the whole file or folder at the path it is given.
+        ready: says whether a target on disk is complete (default: it exists); an incomplete one is rebuilt.
+
+    Returns:
+        True when this call built the target, False when it was already there.
+    """
+    target = Path(target)
+    ready = ready or Path.exists
+    if ready(target):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with file_lock(f"{target}.lock"):
+        if ready(target):
+            return False
+        if time.monotonic() - t0 > 1:
+            log.info("waited %.0fs for the lock on %s", time.monotonic() - t0, target)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a crashed build (we hold the lock)
+            _remove(stale)
+        _remove(target)
+        tmp = Path(_tmp_name(str(target)))
+        try:
+            build(tmp)
+            if tmp.is_file():
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            _remove(tmp)
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)

@@ -1,0 +1,149 @@
+"""NAS-Bench-360 DeepSEA (chromatin profiles of DNA sequences, 36 labels).
+
+Format: ``deepsea_filtered.npz`` with x_{train,val,test} (N, 1000, 4) one-hot and y_* (N, 36) 0/1, read as a
+zip without unpickling and streamed in row blocks (the file does not fit in memory on small nodes). x is
+transposed to 4x1000 as ORCA; BCE with pos_weight 4; the given validation split is used. Converted once per
+node into memory-mapped ``.npy`` files (see `cache`). Checked against ORCA (sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
+download script and per-task loaders).
+"""
+
+from __future__ import annotations
+
+import errno
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .. import register_task
+from ..base import Split, Task, TaskDataError
+from .cache import _check_space, _new_npy, cached_arrays
+from .files import _bad_file, _redownload, require
+
+
+def _npz_member(zf: zipfile.ZipFile, key: str, path: Path):
+    member = f"{key}.npy"
+    if member not in zf.namelist():
+        raise _bad_file(
+            path,
+            f"no array {key!r} (arrays: {sorted(n[:-4] for n in zf.namelist())})",
+            _redownload(path, "deepsea"),
+        )
+    f = zf.open(member)
+    version = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = header(f)
+    if dtype.hasobject:
+        f.close()
+        raise _bad_file(path, f"array {key!r} holds Python objects", _redownload(path, "deepsea"))
+    return f, tuple(shape), fortran, dtype
+
+
+def _npz_shape(zf: zipfile.ZipFile, key: str, path: Path) -> tuple[int, ...]:
+    f, shape, _, _ = _npz_member(zf, key, path)
+    f.close()
+    return shape
+
+
+def _npz_rows(
+    zf: zipfile.ZipFile, key: str, path: Path, chunk_bytes: int = 64 << 20
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream one array of an .npz (stored or deflated) in row blocks without reading it whole."""
+    f, shape, fortran, dtype = _npz_member(zf, key, path)
+    with f:
+        if fortran:  # not how the benchmark file is written; fall back to reading it whole
+            f.close()
+            with zf.open(f"{key}.npy") as g:
+                yield 0, np.ascontiguousarray(np.lib.format.read_array(g))
+            return
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        step = max(1, chunk_bytes // max(1, row_bytes))
+        for start in range(0, shape[0], step):
+            k = min(step, shape[0] - start)
+            buf = f.read(k * row_bytes)
+            if len(buf) != k * row_bytes:
+                raise _bad_file(
+                    path,
+                    f"array {key!r} is cut short at row {start + len(buf) // row_bytes}",
+                    _redownload(path, "deepsea"),
+                )
+            yield start, np.frombuffer(buf, dtype=dtype).reshape(k, *shape[1:])
+        f.read()  # reach the end so zipfile checks the CRC
+
+
+def _convert_deepsea(tmp: Path, path: Path) -> None:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise _bad_file(path, f"not a readable .npz/zip file ({e})", _redownload(path, "deepsea")) from e
+    try:
+        with zf:
+            sizes = {}
+            for part in ("train", "val", "test"):
+                xs, ys = _npz_shape(zf, f"x_{part}", path), _npz_shape(zf, f"y_{part}", path)
+                if len(xs) != 3 or xs[1:] != (1000, 4):
+                    raise _bad_file(
+                        path,
+                        f"x_{part} has shape {xs}, expected (N, 1000, 4) one-hot",
+                        _redownload(path, "deepsea"),
+                    )
+                if len(ys) != 2 or ys[1] != 36 or ys[0] != xs[0]:
+                    raise _bad_file(
+                        path,
+                        f"y_{part} has shape {ys}, expected ({xs[0]}, 36) to match x_{part}",
+                        _redownload(path, "deepsea"),
+                    )
+                sizes[part] = xs[0]
+            _check_space(tmp, sum(sizes.values()) * (4000 + 36) * 4)
+            for part, n in sizes.items():
+                x = _new_npy(tmp, f"x_{part}", np.float32, (n, 4, 1000))
+                for start, block in _npz_rows(zf, f"x_{part}", path):
+                    x[start : start + len(block)] = block.transpose(0, 2, 1)  # ORCA: transpose(-1, -2)
+                x.flush()
+                del x
+                y = _new_npy(tmp, f"y_{part}", np.float32, (n, 36))
+                for start, block in _npz_rows(zf, f"y_{part}", path):
+                    if not np.isin(block, (0, 1)).all():
+                        raise _bad_file(
+                            path,
+                            f"y_{part} must be 0/1 labels (rows from {start})",
+                            _redownload(path, "deepsea"),
+                        )
+                    y[start : start + len(block)] = block
+                y.flush()
+                del y
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
+        if isinstance(e, TaskDataError) or getattr(e, "errno", None) == errno.ENOSPC:
+            raise
+        raise _bad_file(path, f"cannot read ({type(e).__name__}: {e})", _redownload(path, "deepsea")) from e
+
+
+@register_task(
+    "deepsea",
+    modality="1d",
+    needs_data_root=True,
+    description="NAS-Bench-360 DeepSEA (.npz), 4x1000 one-hot DNA, 36 labels, 1-AUROC (memmap)",
+)
+def deepsea(
+    data_root: Path, seed: int = 0, val_fraction: float = 0.1, cache_dir: str | Path | None = None
+) -> Task:
+    path = require(Path(data_root), "deepsea", "deepsea_filtered.npz")
+    a = cached_arrays("deepsea", [path], {}, lambda tmp: _convert_deepsea(tmp, path), cache_dir)
+    sp = {p: Split(a[f"x_{p}"], a[f"y_{p}"]) for p in ("train", "val", "test")}
+    return Task(
+        name="deepsea",
+        modality="1d",
+        kind="multilabel",
+        input_shape=(4, 1000),
+        num_outputs=36,
+        train=sp["train"],
+        val=sp["val"],
+        test=sp["test"],
+        loss="bce",
+        pos_weight=4.0,
+        metric="1-auroc",
+        source=str(path),
+        notes={"val_split": "the file's x_val/y_val (val_fraction unused)"},
+    )
