@@ -28,19 +28,10 @@ from torch import nn
 
 from .io import file_lock, write_file
 from .otdd import ProxyDistance
+from .recipes import DEFAULT_BATCH_PER_CLASS, recipe_for
 from .refine import RefineHParams, make_optimizer, pick_device
 from .tasks import Task
 
-# ORCA's per-class target batch b per task
-NB360_BATCH_PER_CLASS = {
-    "satellite": 144,
-    "deepsea": 80,
-    "ecg": 132,
-    "ninapro": 160,
-    "cifar100": 160,
-    "darcy": 132,
-}
-DEFAULT_BATCH_PER_CLASS = 64
 PSEUDO_CLASSES = 10
 
 
@@ -67,8 +58,7 @@ class AlignHParams:
         inner: str = "exact",
     ) -> AlignHParams:
         """ORCA: the fine-tuning optimiser, its lr ×10 when lr ≤ 1e-3."""
-        base = task_name.removeprefix("synthetic-")
-        b = batch_per_class or NB360_BATCH_PER_CLASS.get(base, DEFAULT_BATCH_PER_CLASS)
+        b = batch_per_class or recipe_for(task_name).align_batch_per_class
         return cls(
             optimizer=hp.optimizer,
             lr=lr or (hp.lr * 10 if hp.lr <= 1e-3 else hp.lr),

@@ -49,7 +49,6 @@ FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset")
 FREEZE_ORDER = ("none", "embedder", "body", "embedder+body")
 # Warstadt et al. (2020) pretraining-scale series, smallest first: the fallback order when tokens are unknown
 BODY_ORDER = (
-    "random",
     "nyu-mll/roberta-base-10M-3",
     "nyu-mll/roberta-base-100M-3",
     "nyu-mll/roberta-base-1B-2",

@@ -134,6 +134,22 @@ class _PassThroughEmbeddings(nn.Module):
         return inputs_embeds
 
 
+# text models whose position table starts at padding_idx + 1 (fairseq's numbering); BERT-style ones start at 0
+PADDING_OFFSET_MODELS = ("roberta", "xlm-roberta", "camembert")
+
+
+def position_offset(config) -> int:
+    """Index of the first real position in a text model's position-embedding table.
+
+    RoBERTa-style models (`PADDING_OFFSET_MODELS`) number positions from padding_idx + 1 (2 for RoBERTa);
+    BERT-style models from 0. A body's usable positions are `max_position_embeddings - position_offset`.
+
+    Args:
+        config: the model's transformers config.
+    """
+    return config.pad_token_id + 1 if config.model_type in PADDING_OFFSET_MODELS else 0
+
+
 class TextBody(Body):
     """A transformers encoder (BERT, RoBERTa, MiniLM, ...) called with `inputs_embeds`."""
 
@@ -150,8 +166,7 @@ class TextBody(Body):
                 f"body {name!r} ({type(model).__name__}) has no LayerNorm/position embeddings to "
                 "bypass; supported text bodies are BERT/RoBERTa-style encoders"
             )
-        # RoBERTa numbers positions from padding_idx + 1 (=2); BERT from 0.
-        offset = cfg.pad_token_id + 1 if cfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        offset = position_offset(cfg)
         self.embedding_init = EmbeddingInit(
             norm_weight=norm.weight.detach().clone(),
             norm_bias=norm.bias.detach().clone(),

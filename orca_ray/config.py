@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .model import freeze_label, parse_freeze
-
-PRESETS = ("demo", "paper")
+from .recipes import PRESETS
 
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
@@ -39,8 +40,38 @@ _ALIGN_FIELDS = (
 )
 
 
+def flat_config(config: Mapping[str, Any]) -> dict:
+    """A Tune trial's config as one flat dict of TrialConfig fields (and whatever else it holds).
+
+    Grid sweeps nest the whole TrialConfig under "trial" (one Tune grid axis over trial configs, see
+    sweep.runner.tune_space); Optuna sweeps are flat already.
+
+    Args:
+        config: the Tune trial config.
+    """
+    return {**{k: v for k, v in config.items() if k != "trial"}, **config.get("trial", {})}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
+    """One trial of a sweep: what to train and how, validated on construction.
+
+    Args:
+        task: target task name (see `tasks.load_task`).
+        body: pretrained body name or path (see `bodies.load_body`).
+        proxy: proxy data set; "auto": the body's default for the preset; "none": no embedder training.
+        embedder_epochs: align epochs before fine-tuning.
+        freeze: '+'-joined frozen parts of {embedder, body, predictor}, or "none".
+        seed: data split, initialisation and batch order.
+        preset: "demo" or "paper" (see `recipes.PRESETS`).
+        refine_epochs, lr, optimizer, weight_decay, batch_size, accum, clip, warmup_epochs, decay_epochs,
+            dropout: fine-tuning overrides (None: the task's recipe, see `recipes.hparams_for`).
+        align_lr, align_batch_per_class, proxy_size, target_seq_len: align overrides.
+        val_fraction, max_train_samples, max_eval_samples: validation split and seeded subsets.
+        data_root: NAS-Bench-360 files and proxy data; cache_dir: snapshots and features; device: where to
+            train. These three do not enter the hash.
+    """
+
     task: str
     body: str
     proxy: str = "auto"  # "auto": the body's default proxy for the preset; "none": no embedder training
@@ -48,7 +79,7 @@ class TrialConfig:
     freeze: str = "none"  # '+'-joined frozen parts of {embedder, body, predictor}
     seed: int = 0
     preset: str = "demo"
-    # fine-tuning overrides (None: the task's defaults, see refine.hparams_for)
+    # fine-tuning overrides (None: the task's recipe, see recipes.hparams_for)
     refine_epochs: int | None = None
     lr: float | None = None
     optimizer: str | None = None
@@ -74,7 +105,7 @@ class TrialConfig:
 
     def __post_init__(self):
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
         if self.embedder_epochs < 0:
             raise ValueError(f"embedder_epochs must be >= 0, got {self.embedder_epochs}")
         if self.proxy == "none" and self.embedder_epochs:
@@ -92,29 +123,53 @@ class TrialConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrialConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
+        """A TrialConfig from its fields; unknown keys fail naming them.
+
+        Args:
+            d: field name → value.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown trial config field(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+    @classmethod
+    def from_tune(cls, config: Mapping[str, Any]) -> TrialConfig:
+        """The TrialConfig inside a Tune trial config (grid: under "trial"; Optuna: flat); other keys ignored.
+
+        Args:
+            config: the Tune trial config.
+        """
+        known = {f.name for f in fields(cls)}
+        return cls.from_dict({k: v for k, v in flat_config(config).items() if k in known})
+
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def _digest(self, keys) -> str:
-        blob = json.dumps({k: getattr(self, k) for k in sorted(keys)}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def config_hash(self) -> str:
         """Stable over runs and machines: names trial directories and Parquet rows."""
-        return self._digest(f.name for f in fields(self) if f.name not in _NOT_HASHED)
+        keys = sorted(f.name for f in fields(self) if f.name not in _NOT_HASHED)
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def align_key(self) -> str:
-        """Identifies the aligned-embedder trajectory; snapshots live under it, one per epoch."""
-        return self._digest(_ALIGN_FIELDS)
+        """Identifies the aligned-embedder trajectory; snapshots live under it, one per epoch. The proxy is
+        hashed resolved, so "auto" and the proxy it stands for share snapshots."""
+        proxy = self.proxy
+        if proxy == "auto":
+            from .proxies import resolve_proxy
+
+            proxy = resolve_proxy(proxy, self.body, self.preset)
+        blob = json.dumps(
+            {k: proxy if k == "proxy" else getattr(self, k) for k in sorted(_ALIGN_FIELDS)},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def frozen_parts(self) -> frozenset[str]:

@@ -29,15 +29,10 @@ import torch.nn.functional as F
 
 from .bodies import Body, body_modality
 from .io import build_once, cache_root
+from .recipes import default_proxy
 
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
-DEFAULT_PROXY = {
-    ("1d", "demo"): "wnut16",
-    ("1d", "paper"): "conll",
-    ("2d", "demo"): "digits",
-    ("2d", "paper"): "cifar10",
-}
 FAKE_CLASSES = 10  # torchvision FakeData's default
 _CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as ORCA's load_cifar(10)
 _MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
@@ -51,7 +46,7 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
     """ "auto" → the default proxy for the body's modality and the preset; checks a named proxy fits the body."""
     modality = body_modality(body_name)
     if proxy == "auto":
-        return DEFAULT_PROXY[(modality, preset)]
+        return default_proxy(modality, preset)
     if proxy == "none":
         return proxy
     allowed = IMAGE_PROXIES if modality == "2d" else TEXT_PROXIES
@@ -371,7 +366,7 @@ def _original_text_embeddings(body: Body):
     """A fresh copy of the body's input embedding layer (the Body itself has it removed) and its tokenizer."""
     import transformers
 
-    from .bodies import hf_config, weights_location
+    from .bodies import hf_config, position_offset, weights_location
 
     base = body.name.split(":", 1)[1] if body.name.startswith("random:") else body.name
     random_init = body.name.startswith("random:") or body.name.startswith("tiny-")
@@ -390,8 +385,7 @@ def _original_text_embeddings(body: Body):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     except Exception:  # random config bodies have no tokenizer: fall back to hashing words
         tokenizer = None
-    offset = config.pad_token_id + 1 if config.model_type == "roberta" else 0
-    return model.embeddings, tokenizer, config.max_position_embeddings - offset
+    return model.embeddings, tokenizer, config.max_position_embeddings - position_offset(config)
 
 
 def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, torch.Tensor]:

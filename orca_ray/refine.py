@@ -1,6 +1,6 @@
 """Stage 3 of ORCA: fine-tune embedder + body + predictor (under a freeze mask) on the target task.
 
-    refiner = Refiner(model, task, hparams_for(task.name), seed=0)
+    refiner = Refiner(model, task, recipes.hparams_for(task.name), seed=0)
     for result in refiner.fit():            # or refiner.run_epoch() one at a time (the trainable does)
         print(result.epoch, result.train_loss, result.val_score, result.test_score)
 
@@ -57,83 +57,6 @@ class RefineHParams:
 
     def with_overrides(self, **overrides) -> RefineHParams:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-# ORCA's configs for the NAS-Bench-360 tasks (DESIGN.md §1, stage 3); the synthetic stand-ins share them.
-NB360_HPARAMS: dict[str, RefineHParams] = {
-    "satellite": RefineHParams(
-        "adamw", 3e-5, weight_decay=3e-6, epochs=60, batch_size=16, accum=4, warmup_epochs=5, decay_epochs=60
-    ),
-    "deepsea": RefineHParams(
-        "adam",
-        1e-5,
-        weight_decay=0.0,
-        epochs=13,
-        batch_size=16,
-        accum=1,
-        clip=1.0,
-        warmup_epochs=10,
-        decay_epochs=25,
-    ),
-    "ecg": RefineHParams(
-        "sgd",
-        1e-6,
-        momentum=0.99,
-        weight_decay=0.1,
-        epochs=15,
-        batch_size=4,
-        accum=16,
-        warmup_epochs=5,
-        decay_epochs=200,
-    ),
-    "ninapro": RefineHParams(
-        "adam",
-        1e-4,
-        weight_decay=1e-5,
-        epochs=60,
-        batch_size=32,
-        accum=1,
-        clip=1.0,
-        warmup_epochs=5,
-        decay_epochs=60,
-    ),
-    "cifar100": RefineHParams(
-        "sgd",
-        1e-4,
-        momentum=0.9,
-        weight_decay=1e-3,
-        epochs=60,
-        batch_size=32,
-        accum=32,
-        warmup_epochs=5,
-        decay_epochs=200,
-    ),
-    "darcy": RefineHParams(
-        "adamw", 1e-3, weight_decay=5e-3, epochs=100, batch_size=4, accum=1, warmup_epochs=5, decay_epochs=100
-    ),
-}
-# ORCA's embedder (align) epochs per task, and the target sequence lengths behind its 1D strides
-NB360_ALIGN_EPOCHS = {"satellite": 60, "deepsea": 60, "ecg": 60, "ninapro": 100, "cifar100": 60, "darcy": 60}
-NB360_TARGET_SEQ_LEN = {"satellite": 64, "deepsea": 512, "ecg": 64}
-
-# small real tasks run on a laptop CPU: short, and a learning rate that moves a pretrained body in few epochs
-DEMO_HPARAMS = RefineHParams(
-    "adamw",
-    1e-4,
-    weight_decay=1e-5,
-    epochs=8,
-    batch_size=8,
-    accum=1,
-    clip=1.0,
-    warmup_epochs=1,
-    decay_epochs=8,
-)
-
-
-def hparams_for(task_name: str) -> RefineHParams:
-    """ORCA's hyperparameters for a NAS-Bench-360 task (or its synthetic stand-in), else the demo defaults."""
-    base = task_name.removeprefix("synthetic-")
-    return NB360_HPARAMS.get(base, DEMO_HPARAMS)
 
 
 def make_optimizer(params, hp) -> torch.optim.Optimizer:

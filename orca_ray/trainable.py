@@ -16,7 +16,6 @@ import math
 import os
 import socket
 import tempfile
-from dataclasses import fields
 
 import torch
 
@@ -26,17 +25,11 @@ from .config import TrialConfig
 from .io import cache_root
 from .model import apply_freeze, build_model
 from .proxies import proxy_features, resolve_proxy
-from .refine import NB360_TARGET_SEQ_LEN, Refiner, hparams_for
+from .recipes import hparams_for, recipe_for
+from .refine import Refiner
 from .tasks import Task, load_task
 
 CHECKPOINT_FILE = "trial_state.pt"
-_CONFIG_FIELDS = {f.name for f in fields(TrialConfig)}
-
-
-def trial_config(config: dict) -> TrialConfig:
-    """The TrialConfig inside a Tune config: flat (Optuna spaces) or under "trial" (grid sweeps)."""
-    flat = {**{k: v for k, v in config.items() if k != "trial"}, **config.get("trial", {})}
-    return TrialConfig.from_dict({k: v for k, v in flat.items() if k in _CONFIG_FIELDS})
 
 
 def refine_hparams(cfg: TrialConfig, task: Task):
@@ -97,7 +90,7 @@ class TrialRun:
         self.task = task if task is not None else load_trial_task(cfg)
         self.body = load_body(cfg.body, dropout=cfg.dropout, seed=cfg.seed)
         self.proxy = resolve_proxy(cfg.proxy, cfg.body, cfg.preset)
-        seq_len = cfg.target_seq_len or NB360_TARGET_SEQ_LEN.get(self.task.name.removeprefix("synthetic-"))
+        seq_len = cfg.target_seq_len or recipe_for(self.task.name).target_seq_len
         self.model = build_model(self.task, self.body, target_seq_len=seq_len, seed=cfg.seed)
         self.hp = refine_hparams(cfg, self.task)
         self.constants = {
@@ -212,7 +205,7 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
     shared through the object store instead of loading data in every trial."""
     from ray import tune
 
-    cfg = trial_config(config)
+    cfg = TrialConfig.from_tune(config)
     task = (tasks or {}).get(task_key(cfg))
     state = None
     checkpoint = tune.get_checkpoint()

@@ -6,8 +6,8 @@ training again. Demo (default): bundled digits images and GunPoint series throug
 WNUT-16 text proxy, on CPU in about ten minutes.
 """
 
-from orca_ray.refine import NB360_ALIGN_EPOCHS
-from orca_ray.sweep import body_for, main
+from orca_ray.recipes import body_for, recipe_for
+from orca_ray.sweep import main
 
 DEMO_EPOCHS = [0, 10, 30, 60]
 PAPER_EPOCHS = [0, 5, 10, 20, 40, 60]
@@ -18,9 +18,7 @@ def embedder_epochs(task: str, args) -> list[int]:
         return args.embedder_epochs
     if args.preset == "demo":
         return DEMO_EPOCHS
-    return sorted(
-        set(PAPER_EPOCHS) | {NB360_ALIGN_EPOCHS.get(task, 60)}
-    )  # ORCA's own count too (NinaPro: 100)
+    return sorted(set(PAPER_EPOCHS) | {recipe_for(task).align_epochs})  # ORCA's own count too (NinaPro: 100)
 
 
 def space(args):

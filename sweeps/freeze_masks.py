@@ -2,19 +2,16 @@
 """Which parts must be fine-tuned? Freeze the embedder, the body, or both, with and without embedder
 training (study Fig. 4). The predictor always trains."""
 
-from orca_ray.refine import NB360_ALIGN_EPOCHS
-from orca_ray.sweep import body_for, main
+from orca_ray.recipes import align_epochs_for, body_for
+from orca_ray.sweep import main
 
 MASKS = ["none", "embedder", "body", "embedder+body"]
-DEMO_ALIGN_EPOCHS = 30
 
 
 def space(args):
     grids = []
     for task in args.tasks:
-        epochs = args.embedder_epochs or (
-            DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60)
-        )
+        epochs = args.embedder_epochs or align_epochs_for(task, args.preset)
         grids.append(
             {
                 "task": task,

@@ -4,7 +4,8 @@ the freeze mask on one task, minimising the best validation score (never the tes
 
 from ray import tune
 
-from orca_ray.sweep import body_for, main
+from orca_ray.recipes import body_for
+from orca_ray.sweep import main
 
 EPOCH_CHOICES = {"demo": [0, 10, 30, 60], "paper": [0, 10, 20, 40, 60]}
 MASKS = ["none", "embedder", "body"]

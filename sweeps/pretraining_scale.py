@@ -5,7 +5,7 @@
 Demo: the bundled pretrained MiniLM vs the same architecture randomly initialised. Text bodies take 1D tasks.
 """
 
-from orca_ray.refine import NB360_ALIGN_EPOCHS
+from orca_ray.recipes import align_epochs_for
 from orca_ray.sweep import main
 from orca_ray.tasks import task_info
 
@@ -20,7 +20,6 @@ BODIES = {
     ],
 }
 PAPER_TASKS = ["satellite", "deepsea", "ecg"]
-DEMO_ALIGN_EPOCHS = 30
 
 
 def space(args):
@@ -35,9 +34,7 @@ def space(args):
             "body": args.bodies or BODIES[args.preset],
             "proxy": "auto",
             "freeze": "none",
-            "embedder_epochs": DEMO_ALIGN_EPOCHS
-            if args.preset == "demo"
-            else NB360_ALIGN_EPOCHS.get(task, 60),
+            "embedder_epochs": align_epochs_for(task, args.preset),
             "seed": args.seeds,
         }
         for task in tasks
@@ -49,11 +46,12 @@ def add_args(parser):
 
 
 if __name__ == "__main__":
-    import sys
-
-    argv = sys.argv[1:]
-    if "--preset" in argv and "paper" in argv and "--tasks" not in argv:
-        argv += ["--tasks", *PAPER_TASKS]
     raise SystemExit(
-        main(default_name="pretraining_scale", description=__doc__, space=space, add_args=add_args, argv=argv)
+        main(
+            default_name="pretraining_scale",
+            description=__doc__,
+            space=space,
+            add_args=add_args,
+            default_tasks={"paper": PAPER_TASKS},
+        )
     )

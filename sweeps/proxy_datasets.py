@@ -7,8 +7,8 @@ WNUT-16 (demo), fake text features. "none" fine-tunes the embedder straight from
 """
 
 from orca_ray.bodies import body_modality
-from orca_ray.refine import NB360_ALIGN_EPOCHS
-from orca_ray.sweep import body_for, main
+from orca_ray.recipes import align_epochs_for, body_for
+from orca_ray.sweep import main
 
 PROXIES = {
     ("2d", "demo"): ["digits", "fake-images"],
@@ -16,16 +16,13 @@ PROXIES = {
     ("1d", "demo"): ["wnut16", "fake-text"],
     ("1d", "paper"): ["conll", "fake-text"],
 }
-DEMO_ALIGN_EPOCHS = 30
 
 
 def space(args):
     grids = []
     for task in args.tasks:
         body = body_for(task, args.preset)
-        epochs = args.embedder_epochs or (
-            DEMO_ALIGN_EPOCHS if args.preset == "demo" else NB360_ALIGN_EPOCHS.get(task, 60)
-        )
+        epochs = args.embedder_epochs or align_epochs_for(task, args.preset)
         proxies = args.proxies or PROXIES[(body_modality(body), args.preset)]
         common = {"task": task, "body": body, "freeze": "none", "seed": args.seeds}
         grids.append({**common, "proxy": proxies, "embedder_epochs": epochs})

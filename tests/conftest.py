@@ -1,5 +1,6 @@
 """Test-wide settings: offline Hugging Face hub (set before anything imports huggingface_hub), a private
-cache dir for proxy features and embedder snapshots, and few threads (CI has 2 cores)."""
+cache dir for proxy features and embedder snapshots, few threads (CI has 2 cores), and the shared fixtures:
+the bundled MiniLM and a local Ray (tests that use `ray_local` start Ray: mark them `slow`)."""
 
 import os
 
@@ -26,3 +27,13 @@ def minilm():
     from orca_ray.bodies import load_body
 
     return load_body("minilm")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local 2-CPU Ray for the module's tests (no dashboard, worker logs not echoed), shut down after."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -41,11 +41,11 @@ def test_alignment_lowers_otdd_on_a_bundled_real_task(minilm):
 
 
 def test_lr_rule_and_batch_per_class():
-    from orca_ray.refine import NB360_HPARAMS
+    from orca_ray.recipes import hparams_for
 
-    ecg = AlignHParams.from_refine(NB360_HPARAMS["ecg"], "ecg")
+    ecg = AlignHParams.from_refine(hparams_for("ecg"), "ecg")
     assert ecg.lr == pytest.approx(1e-5) and ecg.batch_per_class == 132 and ecg.optimizer == "sgd"
-    darcy = AlignHParams.from_refine(NB360_HPARAMS["darcy"], "synthetic-darcy")
+    darcy = AlignHParams.from_refine(hparams_for("darcy"), "synthetic-darcy")
     assert darcy.lr == pytest.approx(1e-2) and darcy.batch_per_class == 132
 
 

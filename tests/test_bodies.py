@@ -34,6 +34,40 @@ def test_random_roberta_base_builds_offline():
     assert body.embed_dim == 768 and len(body.model.encoder.layer) == 12 and body.max_tokens == 512
 
 
+@pytest.mark.parametrize(
+    ("config_class", "offset"),
+    [("RobertaConfig", 2), ("XLMRobertaConfig", 2), ("CamembertConfig", 2), ("BertConfig", 0)],
+)
+def test_position_offset_one_rule_for_bodies_and_text_proxies(config_class, offset):
+    import transformers
+
+    from orca_ray.bodies import position_offset
+
+    assert position_offset(getattr(transformers, config_class)()) == offset
+
+
+def test_body_and_text_proxy_agree_on_an_xlm_roberta_position_table(tmp_path):
+    """The body's positions and the text proxy's token budget come from one rule (they once disagreed)."""
+    import transformers
+
+    from orca_ray.proxies import _original_text_embeddings
+
+    config = transformers.XLMRobertaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+    )
+    config.save_pretrained(tmp_path)
+    body = load_body(f"random:{tmp_path}")
+    _, _, max_len = _original_text_embeddings(body)
+    assert body.max_tokens == max_len == 64
+    assert len(body.embedding_init.positions) == 64
+
+
 def test_unknown_hub_name_fails_fast_with_instructions(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()

@@ -42,3 +42,15 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="unknown part"):
         TrialConfig(task="t", body="b", freeze="head")
     assert TrialConfig(task="t", body="b", freeze="body+embedder").freeze == "embedder+body"
+
+
+def test_align_key_hashes_the_resolved_proxy():
+    """ "auto" and the proxy it stands for share one aligned trajectory (snapshots), not two."""
+    auto = TrialConfig(task="osuleaf", body="minilm", proxy="auto", embedder_epochs=4)
+    named = TrialConfig(task="osuleaf", body="minilm", proxy="wnut16", embedder_epochs=4)
+    assert auto.align_key == named.align_key
+    assert auto.config_hash != named.config_hash  # still two trials
+    other = TrialConfig(task="osuleaf", body="minilm", proxy="fake-text", embedder_epochs=4)
+    assert other.align_key != auto.align_key
+    # the paper preset's "auto" is another proxy (CoNLL) and another trajectory
+    assert TrialConfig(**{**auto.to_dict(), "preset": "paper"}).align_key != auto.align_key

@@ -5,12 +5,13 @@ import pytest
 
 from orca_ray.bodies import load_body
 from orca_ray.model import apply_freeze, build_model
-from orca_ray.refine import DEMO_HPARAMS, NB360_HPARAMS, RefineHParams, Refiner, hparams_for
+from orca_ray.recipes import DEMO_HPARAMS, NB360_RECIPES, hparams_for
+from orca_ray.refine import RefineHParams, Refiner
 from orca_ray.tasks import load_task
 
 
 def test_orca_hyperparameters_per_task():
-    assert hparams_for("ecg") == NB360_HPARAMS["ecg"] and hparams_for("ecg").optimizer == "sgd"
+    assert hparams_for("ecg") == NB360_RECIPES["ecg"].refine and hparams_for("ecg").optimizer == "sgd"
     assert hparams_for("synthetic-cifar100").accum == 32
     assert hparams_for("osuleaf") == DEMO_HPARAMS
     with pytest.raises(ValueError, match="optimizer"):

@@ -30,13 +30,8 @@ ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 from ray.tune import Checkpoint  # noqa: E402
 
-from orca_ray.results import (  # noqa: E402
-    FILE_SCHEMA,
-    RESULT_SCHEMA,
-    ParquetSink,
-    final_scores,
-    read_results,
-)
+from orca_ray.results import FILE_SCHEMA, RESULT_SCHEMA, final_scores, read_results  # noqa: E402
+from orca_ray.results.sink import ParquetSink  # noqa: E402
 
 # the trainables below are defined in this (non-importable on workers) test module: ship them by value
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -146,13 +141,6 @@ def assert_rows_equal(df: pd.DataFrame, expected: pd.DataFrame):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def s3():
     pytest.importorskip("moto")
     from moto.server import ThreadedMotoServer
@@ -198,7 +186,7 @@ def space(configs: list[dict]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sweep_run(ray_session, s3, tmp_path_factory):
+def sweep_run(ray_local, s3, tmp_path_factory):
     """One real Tune run of 3 trials writing through a local sink and an S3 sink at once."""
     base = tmp_path_factory.mktemp("sweep")
     local = ParquetSink(str(base / "results"), SWEEP)
@@ -222,6 +210,7 @@ def sweep_run(ray_session, s3, tmp_path_factory):
 # (a) a real run, read back three ways
 
 
+@pytest.mark.slow
 def test_layout_and_pyarrow_dataset(sweep_run):
     part_dir = sweep_run.root / f"sweep={SWEEP}"
     files = sorted(p.name for p in part_dir.iterdir())
@@ -238,6 +227,7 @@ def test_layout_and_pyarrow_dataset(sweep_run):
     assert_rows_equal(table.to_pandas(), expected_frame(GRID, SWEEP))
 
 
+@pytest.mark.slow
 def test_read_results(sweep_run):
     df = read_results(str(sweep_run.root))
     assert list(df.columns) == RESULT_SCHEMA.names
@@ -257,6 +247,7 @@ def test_read_results(sweep_run):
     assert read_results(str(sweep_run.root / "nothing-here")).columns.tolist() == RESULT_SCHEMA.names
 
 
+@pytest.mark.slow
 def test_pandas_read_parquet(sweep_run):
     df = pd.read_parquet(sweep_run.root)
     assert set(df["sweep"].astype(str)) == {SWEEP}
@@ -265,6 +256,7 @@ def test_pandas_read_parquet(sweep_run):
     assert str(df["epoch"].dtype) == "int32"
 
 
+@pytest.mark.slow
 def test_duckdb(sweep_run):
     duckdb = pytest.importorskip("duckdb")
     glob = f"{sweep_run.root}/**/*.parquet"
@@ -281,6 +273,7 @@ def test_duckdb(sweep_run):
     assert dup == []
 
 
+@pytest.mark.slow
 def test_final_scores_picks_best_val(sweep_run):
     fs = final_scores(read_results(str(sweep_run.root)))
     assert len(fs) == len(GRID)
@@ -295,6 +288,7 @@ def test_final_scores_picks_best_val(sweep_run):
 # (d) the same run, written to S3 (moto) by the second sink
 
 
+@pytest.mark.slow
 def test_s3_sink(sweep_run):
     s3 = sweep_run.s3
     infos = s3.get_file_info(pafs.FileSelector(f"results-bucket/orca/sweep={SWEEP}"))
@@ -313,6 +307,7 @@ def test_s3_sink(sweep_run):
 # (c) atomicity: temp files are never read; a failed rename leaves the old file intact
 
 
+@pytest.mark.slow
 def test_temp_files_are_ignored(sweep_run, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(sweep_run.root, root)
@@ -381,6 +376,39 @@ def test_upsert_last_wins_and_reload(tmp_path):
     assert df["config_json"].iloc[0] == json.dumps(GRID[0], sort_keys=True)
 
 
+def test_sink_keeps_the_reported_node(tmp_path):
+    sink = ParquetSink(str(tmp_path), "s")
+    row = {**contract_row(GRID[0], "align", 0), "node": "gpu-worker-7", "hostname": "head"}
+    sink.on_trial_result(0, [], _trial(), row)
+    assert read_results(str(tmp_path))["node"].tolist() == ["gpu-worker-7"]
+
+
+def test_config_json_is_one_flat_trial_config_for_grid_and_optuna_trials(tmp_path):
+    """Grid trials nest the TrialConfig under "trial" in Tune, Optuna trials are flat: the column holds the
+    same flat TrialConfig dict for both."""
+    from orca_ray.config import TrialConfig
+    from orca_ray.sweep.plan import SweepSpec
+    from orca_ray.sweep.runner import tune_space
+
+    common = {"task": "osuleaf", "body": "minilm", "embedder_epochs": 2, "seed": 0}
+    grid = tune_space(SweepSpec(name="g", space={**common, "lr": [3e-4]}))
+    optuna = tune_space(
+        SweepSpec(name="o", space={**common, "lr": tune.loguniform(1e-5, 1e-3)}, search="optuna")
+    )
+    trials = {
+        "grid_00000": {"trial": grid["trial"]["grid_search"][0]},
+        "optuna_00000": {k: (v.sample() if hasattr(v, "sample") else v) for k, v in optuna.items()},
+    }
+    sink = ParquetSink(str(tmp_path), "s")
+    for trial_id, config in trials.items():
+        sink.on_trial_result(
+            0, [], SimpleNamespace(trial_id=trial_id, config=config), contract_row(GRID[0], "align", 0)
+        )
+    stored = [json.loads(j) for j in read_results(str(tmp_path)).sort_values("trial_id")["config_json"]]
+    assert [set(d) for d in stored] == [set(TrialConfig.__dataclass_fields__)] * 2
+    assert [TrialConfig.from_dict(d).embedder_epochs for d in stored] == [2, 2]
+
+
 def test_state_roundtrip(tmp_path):
     sink = ParquetSink(str(tmp_path), "s")
     assert sink.get_state() is None
@@ -409,7 +437,8 @@ def test_bad_sweep_name(tmp_path):
 # (b) resume: a retried trial, and a stopped-then-restored driver
 
 
-def test_trial_retry_after_failure(ray_session, tmp_path):
+@pytest.mark.slow
+def test_trial_retry_after_failure(ray_local, tmp_path):
     marker = tmp_path / "crashed"
     configs = [{**GRID[0], "marker": str(marker)}]
     sink = ParquetSink(str(tmp_path / "results"), "retry")
@@ -445,7 +474,8 @@ class InterruptOnce(tune.Callback):
             signal.raise_signal(signal.SIGINT)
 
 
-def test_driver_stop_and_restore(ray_session, tmp_path):
+@pytest.mark.slow
+def test_driver_stop_and_restore(ray_local, tmp_path):
     configs = [{**g, "sleep": 0.15} for g in GRID[:2]]
     root = tmp_path / "results"
     first = ParquetSink(str(root), "restore")

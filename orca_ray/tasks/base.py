@@ -109,10 +109,6 @@ class Task:
     def dense(self) -> bool:
         return self.output_shape is not None
 
-    @property
-    def num_classes(self) -> int | None:
-        return self.num_outputs if self.kind == "classification" else None
-
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
 

@@ -1,0 +1,297 @@
+"""The ORCA recipe in one place: what each task trains with, and what each preset defaults to.
+
+Like timm's ``default_cfgs``: a table per task (`TASK_RECIPES`) and per preset (`PRESETS`); code asks
+`recipe_for(task)` and `PRESETS[preset]` instead of keeping its own copy. The NAS-Bench-360 rows are ORCA's
+configs (DESIGN.md §1, stages 2 and 3); a seeded stand-in ``synthetic-X`` uses the recipe of ``X``
+(`base_task`); bundled and user tasks get the CPU demo recipe.
+
+    recipe_for("synthetic-ecg").refine.accum      # 16 (ORCA's ECG config)
+    PRESETS["paper"].body["2d"]                   # "swin-base"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .refine import RefineHParams
+
+SYNTHETIC_PREFIX = "synthetic-"
+DEFAULT_BATCH_PER_CLASS = 64  # align batch per class for tasks without an ORCA config
+DEFAULT_ALIGN_EPOCHS = 60  # ORCA's embedder epochs unless a task says otherwise
+DEFAULT_TRAIN_SIZE = 1_000  # training samples assumed by the cost estimate for an unknown task
+
+
+def base_task(task: str) -> str:
+    """The task whose recipe `task` uses: ``synthetic-X`` → ``X`` (a stand-in shares its original's recipe).
+
+    Args:
+        task: a task name as given to `load_task`.
+    """
+    return task.removeprefix(SYNTHETIC_PREFIX)
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """How ORCA trains one task.
+
+    Args:
+        refine: the fine-tuning hyperparameters (optimiser, lr, epochs, batch, accumulation, schedule).
+        align_epochs: ORCA's embedder (align) epochs, the paper preset's default.
+        target_seq_len: token budget behind the 1D embedder's stride (None: the model's default, 64).
+        align_batch_per_class: target points per class in each align step (Algorithm 1's b).
+        train_size: training samples of the real task, for the `--dry-run` cost estimate.
+    """
+
+    refine: RefineHParams
+    align_epochs: int = DEFAULT_ALIGN_EPOCHS
+    target_seq_len: int | None = None
+    align_batch_per_class: int = DEFAULT_BATCH_PER_CLASS
+    train_size: int = DEFAULT_TRAIN_SIZE
+
+
+# small real tasks run on a laptop CPU: short, and a learning rate that moves a pretrained body in few epochs
+DEMO_HPARAMS = RefineHParams(
+    "adamw",
+    1e-4,
+    weight_decay=1e-5,
+    epochs=8,
+    batch_size=8,
+    accum=1,
+    clip=1.0,
+    warmup_epochs=1,
+    decay_epochs=8,
+)
+DEMO_RECIPE = TaskRecipe(refine=DEMO_HPARAMS)
+
+# ORCA's configs for the NAS-Bench-360 tasks (DESIGN.md §1); train sizes after the validation split
+NB360_RECIPES: dict[str, TaskRecipe] = {
+    "satellite": TaskRecipe(
+        RefineHParams(
+            "adamw",
+            3e-5,
+            weight_decay=3e-6,
+            epochs=60,
+            batch_size=16,
+            accum=4,
+            warmup_epochs=5,
+            decay_epochs=60,
+        ),
+        align_epochs=60,
+        target_seq_len=64,
+        align_batch_per_class=144,
+        train_size=800_000,
+    ),
+    "deepsea": TaskRecipe(
+        RefineHParams(
+            "adam",
+            1e-5,
+            weight_decay=0.0,
+            epochs=13,
+            batch_size=16,
+            accum=1,
+            clip=1.0,
+            warmup_epochs=10,
+            decay_epochs=25,
+        ),
+        align_epochs=60,
+        target_seq_len=512,
+        align_batch_per_class=80,
+        train_size=71_753,
+    ),
+    "ecg": TaskRecipe(
+        RefineHParams(
+            "sgd",
+            1e-6,
+            momentum=0.99,
+            weight_decay=0.1,
+            epochs=15,
+            batch_size=4,
+            accum=16,
+            warmup_epochs=5,
+            decay_epochs=200,
+        ),
+        align_epochs=60,
+        target_seq_len=64,
+        align_batch_per_class=132,
+        train_size=90_000,
+    ),
+    "ninapro": TaskRecipe(
+        RefineHParams(
+            "adam",
+            1e-4,
+            weight_decay=1e-5,
+            epochs=60,
+            batch_size=32,
+            accum=1,
+            clip=1.0,
+            warmup_epochs=5,
+            decay_epochs=60,
+        ),
+        align_epochs=100,
+        align_batch_per_class=160,
+        train_size=2_638,
+    ),
+    "cifar100": TaskRecipe(
+        RefineHParams(
+            "sgd",
+            1e-4,
+            momentum=0.9,
+            weight_decay=1e-3,
+            epochs=60,
+            batch_size=32,
+            accum=32,
+            warmup_epochs=5,
+            decay_epochs=200,
+        ),
+        align_epochs=60,
+        align_batch_per_class=160,
+        train_size=45_000,
+    ),
+    "darcy": TaskRecipe(
+        RefineHParams(
+            "adamw",
+            1e-3,
+            weight_decay=5e-3,
+            epochs=100,
+            batch_size=4,
+            accum=1,
+            warmup_epochs=5,
+            decay_epochs=100,
+        ),
+        align_epochs=60,
+        align_batch_per_class=132,
+        train_size=900,
+    ),
+}
+# the bundled real tasks: the demo recipe, with their training-set sizes for the cost estimate
+BUNDLED_TRAIN_SIZES = {
+    "digits": 1_295,
+    "basicmotions": 36,
+    "gunpoint": 45,
+    "arrowhead": 33,
+    "osuleaf": 180,
+    "acsf1": 90,
+    "italypowerdemand": 61,
+}
+TASK_RECIPES: dict[str, TaskRecipe] = {
+    **NB360_RECIPES,
+    **{name: TaskRecipe(refine=DEMO_HPARAMS, train_size=n) for name, n in BUNDLED_TRAIN_SIZES.items()},
+}
+
+
+def recipe_for(task: str) -> TaskRecipe:
+    """ORCA's recipe for a NAS-Bench-360 task or its synthetic stand-in; the demo recipe for anything else.
+
+    Args:
+        task: a task name as given to `load_task`.
+    """
+    return TASK_RECIPES.get(base_task(task), DEMO_RECIPE)
+
+
+def hparams_for(task: str) -> RefineHParams:
+    """The task's fine-tuning hyperparameters (`recipe_for(task).refine`).
+
+    Args:
+        task: a task name as given to `load_task`.
+    """
+    return recipe_for(task).refine
+
+
+# ---- presets ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PresetDefaults:
+    """What a `--preset` means: default tasks, seeds, resources, bodies, proxies and trial settings.
+
+    Args:
+        tasks: tasks a sweep runs when `--tasks` is not given.
+        seeds: seeds when `--seeds` is not given.
+        cpus: CPUs per trial.
+        gpus: GPUs per trial.
+        body: body per task modality ("1d", "2d").
+        proxy: the proxy `proxy="auto"` means, per body modality.
+        align_epochs: embedder epochs of the aligned arm in the sweeps; None: each task's recipe.
+        extra: TrialConfig fields every trial of the preset gets.
+    """
+
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    cpus: float
+    gpus: float
+    body: dict[str, str]
+    proxy: dict[str, str]
+    align_epochs: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# CPU laptop demo: bundled real data (handwritten digits as images, GunPoint as series) through the bundled
+# MiniLM and the bundled WNUT-16 text proxy, a subset and short runs so a sweep takes minutes on 2 cores.
+DEMO = PresetDefaults(
+    tasks=("digits", "gunpoint"),
+    seeds=(0, 1),
+    cpus=1,
+    gpus=0,
+    # 2D inputs become patch tokens with learned positions in the text body
+    body={"1d": "minilm", "2d": "minilm"},
+    proxy={"1d": "wnut16", "2d": "digits"},
+    align_epochs=30,
+    extra={
+        "refine_epochs": 6,
+        "max_train_samples": 500,
+        "val_fraction": 0.2,
+        "proxy_size": 2000,
+        "align_batch_per_class": 32,
+    },
+)
+# Paper: the NAS-Bench-360 tasks with ORCA's bodies (RoBERTa-base for 1D, Swin-base for 2D), proxies and recipes
+PAPER = PresetDefaults(
+    tasks=("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg"),
+    seeds=(0, 1, 2),
+    cpus=4,
+    gpus=1,
+    body={"1d": "roberta-base", "2d": "swin-base"},
+    proxy={"1d": "conll", "2d": "cifar10"},
+)
+PRESETS: dict[str, PresetDefaults] = {"demo": DEMO, "paper": PAPER}
+
+
+def preset(name: str) -> PresetDefaults:
+    """The defaults of preset `name`; fails naming the presets there are.
+
+    Args:
+        name: "demo" or "paper".
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def body_for(task: str, preset_name: str) -> str:
+    """The preset's body for a task, by the task's modality.
+
+    Args:
+        task: a task name as given to `load_task`.
+        preset_name: "demo" or "paper".
+    """
+    from .tasks import task_info
+
+    return preset(preset_name).body[task_info(task).modality]
+
+
+def default_proxy(modality: str, preset_name: str) -> str:
+    """The proxy `proxy="auto"` stands for: it follows the *body's* modality, as in ORCA.
+
+    Args:
+        modality: the body's modality, "1d" (text) or "2d" (image).
+        preset_name: "demo" or "paper".
+    """
+    return preset(preset_name).proxy[modality]
+
+
+def align_epochs_for(task: str, preset_name: str) -> int:
+    """Embedder epochs of a sweep's aligned arm: the preset's fixed count, else the task's recipe.
+
+    Args:
+        task: a task name as given to `load_task`.
+        preset_name: "demo" or "paper".
+    """
+    return preset(preset_name).align_epochs or recipe_for(task).align_epochs

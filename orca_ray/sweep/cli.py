@@ -1,0 +1,163 @@
+"""The command line every sweeps/ script shares: `main(space=..., ...)` parses the flags, fills in the preset's
+defaults (orca_ray.recipes.PRESETS), prints the plan for `--dry-run` (no Ray) or runs the sweep.
+
+    def space(args):                                  # one grid dict or a list of them
+        return {"task": args.tasks, "body": "minilm", "embedder_epochs": [0, 10], "seed": args.seeds}
+
+    raise SystemExit(main(default_name="my_question", description=__doc__, space=space))
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+from ..recipes import PRESETS, PresetDefaults
+from .plan import DEMO_STORAGE, SweepSpec, expand_grid, print_plan, sample_configs
+
+
+def build_parser(description: str, default_name: str) -> argparse.ArgumentParser:
+    """The shared flags (README, "The sweeps").
+
+    Args:
+        description: the script's help text.
+        default_name: the sweep name's stem (`<default_name>-<preset>`).
+    """
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address ('auto' on a cluster node); default: start a local Ray",
+    )
+    p.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="demo",
+        help="demo: bundled real data + bundled MiniLM on CPU; paper: NAS-Bench-360 tasks, "
+        "roberta-base / swin-base, ORCA's hyperparameters (needs --data-root)",
+    )
+    p.add_argument("--tasks", nargs="+", help="task names (default: the preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
+    p.add_argument(
+        "--storage",
+        default=os.environ.get("ORCA_RAY_STORAGE", DEMO_STORAGE),
+        help="where Tune state and Parquet go: a local path or s3:// / gs:// (env ORCA_RAY_STORAGE)",
+    )
+    p.add_argument(
+        "--name", default=None, help=f"sweep name (default: {default_name}-<preset>); reuse it to resume"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the trial matrix and a cost estimate; start nothing"
+    )
+    p.add_argument(
+        "--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions share a GPU)"
+    )
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial")
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("ORCA_RAY_DATA"),
+        help="NAS-Bench-360 files (and CIFAR-10 / CoNLL proxies) on every node (env ORCA_RAY_DATA)",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="embedder snapshots and proxy features (env ORCA_RAY_CACHE)"
+    )
+    p.add_argument("--refine-epochs", type=int, default=None, help="override fine-tuning epochs")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)"
+    )
+    p.add_argument("--no-analysis", action="store_true", help="do not draw figures at the end")
+    return p
+
+
+def main(
+    *,
+    default_name: str,
+    description: str,
+    space: Callable[[argparse.Namespace], dict | list[dict]],
+    argv: Sequence[str] | None = None,
+    search: str = "grid",
+    num_samples: int = 1,
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+    presets: Mapping[str, PresetDefaults] = PRESETS,
+    default_tasks: Mapping[str, Sequence[str]] | None = None,
+) -> int:
+    """The sweeps/ scripts' shared CLI: parse, fill in the preset, then `--dry-run` or run the sweep.
+
+    Args:
+        default_name: the sweep name's stem (`<default_name>-<preset>`).
+        description: the script's help text.
+        space: `space(args)` returns one grid dict or a list of them; args.tasks and args.seeds already hold
+            the defaults when not given.
+        argv: the arguments (default: sys.argv[1:]).
+        search: "grid" or "optuna".
+        num_samples: Optuna trials unless the script's flags set `--num-samples`.
+        add_args: adds the script's own flags to the parser.
+        presets: preset name → defaults.
+        default_tasks: preset name → the script's own default tasks (instead of the preset's).
+
+    Returns:
+        The exit code.
+    """
+    parser = build_parser(description, default_name)
+    if add_args:
+        add_args(parser)
+    args = parser.parse_args(argv)
+    preset = presets[args.preset]
+    args.tasks = args.tasks or list((default_tasks or {}).get(args.preset) or preset.tasks)
+    args.seeds = args.seeds if args.seeds is not None else list(preset.seeds)
+    cli = {
+        k: v
+        for k, v in (
+            ("data_root", args.data_root),
+            ("cache_dir", args.cache_dir),
+            ("refine_epochs", args.refine_epochs),
+        )
+        if v is not None
+    }
+    grids = space(args)
+    grids = [
+        {**preset.extra, **g, **cli, "preset": args.preset}
+        for g in (grids if isinstance(grids, list) else [grids])
+    ]
+    spec = SweepSpec(
+        name=args.name or f"{default_name}-{args.preset}",
+        space=grids if len(grids) > 1 else grids[0],
+        storage=args.storage,
+        search=search,
+        num_samples=getattr(args, "num_samples", num_samples),
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=preset.cpus if args.cpus_per_trial is None else args.cpus_per_trial,
+        gpus_per_trial=preset.gpus if args.gpus_per_trial is None else args.gpus_per_trial,
+        max_failures=args.max_failures,
+        preload_tasks=args.preset == "demo",
+        analysis=not args.no_analysis,
+    )
+    if search == "grid":
+        configs = expand_grid(spec.space)
+    else:
+        configs = sample_configs(grids[0], spec.num_samples)
+        print(f"(optuna: {spec.num_samples} trials; the rows below are random draws from the space)")
+    if args.dry_run:
+        print_plan(spec, configs)
+        return 0
+    _check_data(configs)
+    from .runner import run_sweep  # imports Ray: only when something runs
+
+    run_sweep(spec, address=args.address)
+    return 0
+
+
+def _check_data(configs: list) -> None:
+    """Fail before starting Ray when a paper task has no data root."""
+    from ..tasks import task_info
+
+    for c in configs:
+        if task_info(c.task).needs_data_root and not c.data_root:
+            raise SystemExit(
+                f"task {c.task!r} reads NAS-Bench-360 files: pass --data-root DIR (see "
+                f"`python -m orca_ray.data check DIR`) or use --preset demo"
+            )

@@ -1,0 +1,207 @@
+"""Run (or resume) a sweep on Ray Tune: `run_sweep(spec)` builds the Tuner, runs it and says where
+everything is.
+
+An interrupted sweep of the same name under the same storage is resumed with Tuner.restore: finished trials
+are not run again, unfinished ones continue from their last checkpoint, and the Parquet sink keeps every row
+exactly once. Grid sweeps hand Tune one grid axis over whole trial configs (``{"trial": {...}}``); Optuna sweeps
+a flat space holding every TrialConfig field, so both reach the trainable and the sink as one TrialConfig.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import MISSING, fields
+
+import ray
+from ray import tune
+
+from ..config import TrialConfig, flat_config
+from ..io import is_uri, join
+from ..results.sink import ParquetSink
+from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
+
+# environment a trial needs on every node (set on the driver → passed through the runtime env)
+PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", "ORCA_RAY_CACHE", "TRANSFORMERS_OFFLINE")
+
+
+def tune_space(spec: SweepSpec) -> dict:
+    """The Tune param_space of a sweep.
+
+    Grid: one Tune grid axis over the expanded trials (so unions of grids and task-dependent bodies are
+    exact). Optuna: every TrialConfig default, overridden by the space's constants and distributions.
+
+    Args:
+        spec: the sweep.
+    """
+    if spec.search == "grid":
+        return {"trial": tune.grid_search([c.to_dict() for c in expand_grid(spec.space)])}
+    defaults = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
+    return {**defaults, **spec.space}
+
+
+def _trial_dirname(trial) -> str:
+    """Named from the config hash; the trial's index is appended because Optuna or num_samples > 1 can
+    propose one config twice, and two trials must never share a checkpoint directory."""
+    cfg = TrialConfig.from_dict(flat_config(trial.config))
+    return f"{cfg.short_name()}-{trial.trial_id.rsplit('_', 1)[-1]}"
+
+
+def connect(address: str | None) -> str | None:
+    """Start or join Ray (once per driver), passing the trial environment through.
+
+    Args:
+        address: Ray cluster address ("auto", "ray://..."); None starts a local Ray or joins `$RAY_ADDRESS`.
+
+    Returns:
+        The dashboard URL when this call started Ray and the dashboard runs, else None.
+    """
+    # every-epoch checkpoints are the point here: silence Tune's "snapshotting too often" advice
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return None
+    env_vars = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+    context = ray.init(
+        address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True
+    )
+    return getattr(context, "dashboard_url", None) or None
+
+
+def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner, bool]:
+    """A new Tuner for `spec`, or the restored one when an experiment of this name exists in storage.
+
+    Args:
+        spec: the sweep.
+        tasks: preloaded tasks by `trainable.task_key`, shared with the trials through the object store.
+
+    Returns:
+        (tuner, restored): restored is True when the Tuner continues a saved experiment.
+    """
+    from ..trainable import align_then_refine
+
+    trainable = tune.with_resources(
+        tune.with_parameters(align_then_refine, tasks=tasks or {}),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    if tune.Tuner.can_restore(spec.experiment_path):
+        print(
+            f"resuming sweep {spec.name!r} from {spec.experiment_path}: finished trials are kept, unfinished "
+            "ones continue from their last checkpoint",
+            flush=True,
+        )
+        # the trials (and their configs) come from the saved experiment; the trainable is re-specified so
+        # preloaded tasks go through the object store again
+        restored = tune.Tuner.restore(
+            spec.experiment_path, trainable, resume_unfinished=True, resume_errored=True
+        )
+        return restored, True
+    search_alg, scheduler = None, None
+    if spec.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seed)
+        if spec.max_concurrent:
+            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.max_concurrent)
+    if spec.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(
+            time_attr="refine_epoch", metric="val_score", mode="min", grace_period=1, max_t=10_000
+        )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=tune_space(spec),
+        tune_config=tune.TuneConfig(
+            # a search algorithm or scheduler carries its own metric; Tune refuses it twice
+            metric=None if (search_alg or scheduler) else spec.metric,
+            mode=None if (search_alg or scheduler) else spec.mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=None if search_alg else spec.max_concurrent,
+            reuse_actors=True,  # a trial process keeps torch/transformers imported for the next trial
+            trial_name_creator=_trial_dirname,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage if is_uri(spec.storage) else join(spec.storage),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[ParquetSink(spec.results_root, sweep=spec.name), *spec.extra_callbacks],
+            verbose=1,
+        ),
+    )
+    return tuner, False
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid:
+    """Run (or resume) the sweep, then print where the results, figures and dashboard are.
+
+    Args:
+        spec: the sweep.
+        address: Ray cluster address (see `connect`).
+
+    Returns:
+        Tune's ResultGrid.
+    """
+    dashboard = connect(address)
+    tasks = _preload(spec) if spec.preload_tasks else None
+    tuner, restored = build_tuner(spec, tasks)
+    if restored:
+        _warn_unrunnable_cells(spec, tuner)
+    t0 = time.time()
+    grid = tuner.fit()
+    errors = [r for r in grid if r.error is not None]
+    print(
+        f"\nsweep {spec.name!r}: {len(grid)} trials in {time.time() - t0:.0f} s, {len(errors)} failed",
+        flush=True,
+    )
+    print(f"  Parquet results: {spec.results_root}")
+    if spec.analysis and not is_uri(spec.results_root):
+        from .. import analysis
+
+        out = join(spec.experiment_path, FIGURES_SUBDIR)
+        analysis.main([spec.results_root, "--sweep", spec.name, "--out", out])
+        print(f"  figures:         {out}")
+    elif spec.analysis:
+        print(
+            f"  figures:         python -m orca_ray.analysis {spec.results_root} --out ./figures/{spec.name}"
+        )
+    if dashboard:
+        url = dashboard if "://" in dashboard else f"http://{dashboard}"
+        print(f"  Ray dashboard:   {url} (while Ray runs; token in ~/.ray/auth_token)")
+    print("  resume:          run the same command again (same --name and --storage)")
+    return grid
+
+
+def _warn_unrunnable_cells(spec: SweepSpec, tuner: tune.Tuner) -> None:
+    """Tuner.restore keeps the trials it had: grid cells added since (more seeds, epochs, tasks) never run."""
+    if spec.search != "grid":
+        return
+    try:
+        had = {TrialConfig.from_dict(flat_config(r.config)).config_hash for r in tuner.get_results()}
+    except Exception:  # nothing recorded yet: every cell is still to run
+        return
+    new = [c for c in expand_grid(spec.space) if c.config_hash not in had]
+    if new:
+        print(
+            f"warning: {len(new)} trial(s) of this grid are not in the restored sweep {spec.name!r} and will not "
+            f"run (e.g. {new[0].short_name()}); give them a new --name to run them",
+            flush=True,
+        )
+
+
+def _preload(spec: SweepSpec) -> dict:
+    """Tasks loaded once on the driver and shared through Ray's object store (tune.with_parameters),
+    keyed like trainable.task_key (the val split depends on the seed)."""
+    from ..trainable import load_trial_task, task_key
+
+    tasks = {}
+    for c in expand_grid(spec.space) if spec.search == "grid" else []:
+        key = task_key(c)
+        if key not in tasks:
+            tasks[key] = load_trial_task(c)
+            print(f"loaded {tasks[key].describe()}", flush=True)
+    return tasks
