@@ -2,7 +2,7 @@
 
 Like timm's ``default_cfgs``: a table per task (`TASK_RECIPES`) and per preset (`PRESETS`); code asks
 `recipe_for(task)` and `PRESETS[preset]` instead of keeping its own copy. The NAS-Bench-360 rows are ORCA's
-configs (DESIGN.md §1, stages 2 and 3); a seeded stand-in ``synthetic-X`` uses the recipe of ``X``
+configs (sjunhongshen/ORCA, its per-task configs); a seeded stand-in ``synthetic-X`` uses the recipe of ``X``
 (`base_task`); bundled and user tasks get the CPU demo recipe.
 
     recipe_for("synthetic-ecg").refine.accum      # 16 (ORCA's ECG config)
@@ -63,7 +63,7 @@ DEMO_HPARAMS = RefineHParams(
 )
 DEMO_RECIPE = TaskRecipe(refine=DEMO_HPARAMS)
 
-# ORCA's configs for the NAS-Bench-360 tasks (DESIGN.md §1); train sizes after the validation split
+# ORCA's configs for the NAS-Bench-360 tasks; train sizes after the validation split
 NB360_RECIPES: dict[str, TaskRecipe] = {
     "satellite": TaskRecipe(
         RefineHParams(
