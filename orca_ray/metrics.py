@@ -11,7 +11,13 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 
 def zero_one_error(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Fraction misclassified. With `groups`, one vote per group (majority of window predictions)."""
+    """Fraction misclassified. With `groups`, one vote per group (majority of window predictions).
+
+    Args:
+        y_true: (N,) class indices.
+        logits: (N, K) class scores.
+        groups: optional group id per row (ECG recordings): one majority vote per group.
+    """
     pred = np.asarray(logits).argmax(-1)
     y_true, pred = _vote(np.asarray(y_true), pred, groups)
     return float(np.mean(pred != y_true))
@@ -19,7 +25,13 @@ def zero_one_error(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | 
 
 def one_minus_macro_f1(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> float:
     """1 − macro-averaged F1 over the classes present in y_true or the predictions. With `groups`
-    (ECG recordings), each group is classified by the majority vote of its windows, as NAS-Bench-360 does."""
+    (ECG recordings), each group is classified by the majority vote of its windows, as NAS-Bench-360 does.
+
+    Args:
+        y_true: (N,) class indices.
+        logits: (N, K) class scores.
+        groups: optional group id per row (ECG recordings): one majority vote per group.
+    """
     pred = np.asarray(logits).argmax(-1)
     y_true, pred = _vote(np.asarray(y_true), pred, groups)
     return float(1.0 - f1_score(y_true, pred, average="macro", zero_division=0))
@@ -27,7 +39,13 @@ def one_minus_macro_f1(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarra
 
 def one_minus_mean_auroc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None) -> float:
     """1 − mean over labels of the ROC AUC (multilabel, DeepSEA). A label whose targets are all 0 or all 1 in
-    this split has no AUROC and is skipped; if every label is like that the metric is undefined (NaN)."""
+    this split has no AUROC and is skipped; if every label is like that the metric is undefined (NaN).
+
+    Args:
+        y_true: (N, K) 0/1 targets.
+        scores: (N, K) scores (probabilities or logits).
+        groups: unused (one signature for every metric).
+    """
     y_true = np.asarray(y_true)
     scores = np.asarray(scores, dtype=np.float64)
     aucs = [
@@ -39,7 +57,13 @@ def one_minus_mean_auroc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndar
 
 
 def relative_l2(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Mean over samples of ‖pred − true‖₂ / ‖true‖₂ (Darcy Flow, FNO's LpLoss with size_average)."""
+    """Mean over samples of ‖pred − true‖₂ / ‖true‖₂ (Darcy Flow, FNO's LpLoss with size_average).
+
+    Args:
+        y_true: (N, ...) targets, de-normalised.
+        y_pred: (N, ...) predictions, de-normalised.
+        groups: unused (one signature for every metric).
+    """
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
     num = np.linalg.norm(y_pred - y_true, axis=1)
@@ -58,7 +82,14 @@ METRICS = {
 def compute_metric(
     name: str, y_true: np.ndarray, outputs: np.ndarray, groups: np.ndarray | None = None
 ) -> float:
-    """`outputs` are logits (classification), scores (multilabel) or predictions (regression, de-normalised)."""
+    """The metric `name` of a whole split (lower is better).
+
+    Args:
+        name: "error", "1-macro-f1", "1-auroc" or "rel-l2" (a Task's `metric`).
+        y_true: the split's targets.
+        outputs: logits (classification), scores (multilabel) or predictions (regression, de-normalised).
+        groups: optional group id per row (ECG recordings: one vote per recording).
+    """
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
     if len(y_true) != len(outputs):

@@ -248,16 +248,22 @@ class ProxyDistance:
     ``x_target`` only. ``pd.classwise(x_target, y_target)`` is the vector of OTDD(proxy, target points of
     class k) over the target classes k in sorted label order (ORCA's Algorithm 1), batched.
 
-    Arguments: ``inner`` "exact" (entropic-OT label distances, ORCA) or "gaussian" (Bures–Wasserstein);
-    ``entreg`` ε of both OT levels (geomloss blur = ε^{1/2}); ``debiased`` Sinkhorn divergences at both levels
-    (ORCA) or raw entropic costs; ``p`` 2 only; ``detach_label_distances`` True reproduces otdd's ``exact``
-    path (no gradient through W), False lets W carry gradient (otdd's ``gaussian_approx``); ``dtype`` precision
-    of the Sinkhorn loops (float32, or float64 for checks); ``solver`` see `SolverOptions`.
-
     Cached at construction: the class clouds (exact) or class means and covariance factors (gaussian), the
     proxy–proxy label distances ``W_source``, the per-class inner self-terms ½OT_ε(A_s, A_s), and the outer
     self-term ½OT_ε(α, α) (``half_self_outer``) with its converged potential (``f_self``). The N × N proxy cost
     is formed once for that (N = 5,000: 100 MB in float32) and freed.
+
+    Args:
+        x_source: (N, d) proxy features (torch or numpy).
+        y_source: (N,) proxy labels; every class needs at least two points.
+        inner: "exact" (entropic-OT label distances, ORCA) or "gaussian" (Bures–Wasserstein).
+        entreg: ε of both OT levels (geomloss blur = ε^{1/2}).
+        debiased: Sinkhorn divergences at both levels (ORCA), or raw entropic costs.
+        p: the ground-cost exponent; 2 only.
+        detach_label_distances: True reproduces otdd's ``exact`` path (no gradient through W); False lets W carry
+            gradient (otdd's ``gaussian_approx``).
+        dtype: precision of the Sinkhorn loops (float32, or float64 for checks).
+        solver: Sinkhorn settings (`SolverOptions`; default: reproduce microsoft/otdd).
     """
 
     def __init__(
@@ -474,7 +480,12 @@ class ProxyDistance:
 
     def classwise(self, x_target, y_target) -> torch.Tensor:
         """(OTDD(proxy, {x_target[i] : y_target[i] = k}))_k over the sorted target labels k, shape (K,).
-        Batched: one inner solve for all (proxy class, target class) pairs, stacked outer solves."""
+        Batched: one inner solve for all (proxy class, target class) pairs, stacked outer solves.
+
+        Args:
+            x_target: (M, d) target features (gradient flows to them).
+            y_target: (M,) target labels; every class needs at least two points.
+        """
         xt, tc = self._target(x_target, y_target)
         K = tc.labels.shape[0]
         W_st, _ = self._label_distances(xt, tc, pairs=False)
@@ -506,7 +517,13 @@ def otdd(
     solver: SolverOptions | None = None,
 ) -> torch.Tensor:
     """OTDD between (x_source, y_source) and (x_target, y_target): a differentiable scalar (gradient to
-    x_target only). Builds a `ProxyDistance` and calls it once; see there for the arguments."""
+    x_target only). Builds a `ProxyDistance` and calls it once.
+
+    Args:
+        x_source, y_source: the proxy features (N, d) and labels (N,).
+        x_target, y_target: the target features (M, d) and labels (M,).
+        inner, entreg, debiased, p, detach_label_distances, dtype, solver: as for `ProxyDistance`.
+    """
     pd = ProxyDistance(
         x_source,
         y_source,

@@ -43,7 +43,14 @@ class ProxyDataError(FileNotFoundError):
 
 
 def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
-    """ "auto" → the default proxy for the body's modality and the preset; checks a named proxy fits the body."""
+    """The proxy a trial aligns to: "auto" → the preset's default for the body's modality
+    (`recipes.default_proxy`); a named proxy is checked to fit the body (image proxies need an image body).
+
+    Args:
+        proxy: "auto", "none", or a proxy name (IMAGE_PROXIES, TEXT_PROXIES).
+        body_name: the body's name (its modality decides).
+        preset: "demo" or "paper".
+    """
     modality = body_modality(body_name)
     if proxy == "auto":
         return default_proxy(modality, preset)
@@ -64,6 +71,14 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
 
 
 def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int) -> str:
+    """The file stem of cached proxy features: the proxy name and a hash of (proxy, body, size, seed).
+
+    Args:
+        proxy: a resolved proxy name.
+        body_name: the body's name.
+        size: number of proxy points.
+        seed: seed of the draw.
+    """
     digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|v1".encode()).hexdigest()[:16]
     return f"{proxy}-{digest}"
 

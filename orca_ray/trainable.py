@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 
 import torch
 
@@ -26,13 +27,23 @@ from .io import cache_root
 from .model import apply_freeze, build_model
 from .proxies import proxy_features, resolve_proxy
 from .recipes import hparams_for, recipe_for
-from .refine import Refiner
+from .refine import RefineHParams, Refiner
 from .tasks import Task, load_task
 
 CHECKPOINT_FILE = "trial_state.pt"
+# report(row, checkpoint state or None): how a trial hands each epoch's row to Tune (or to a test)
+Report = Callable[[dict, dict | None], None]
 
 
-def refine_hparams(cfg: TrialConfig, task: Task):
+def refine_hparams(cfg: TrialConfig, task: Task) -> RefineHParams:
+    """The fine-tuning hyperparameters of a trial: the task's recipe with the trial's overrides.
+
+    When only `refine_epochs` is overridden, the linear decay is shortened to end with training.
+
+    Args:
+        cfg: the trial.
+        task: the loaded task (its name selects the recipe).
+    """
     hp = hparams_for(task.name).with_overrides(
         epochs=cfg.refine_epochs,
         lr=cfg.lr,
@@ -50,7 +61,11 @@ def refine_hparams(cfg: TrialConfig, task: Task):
 
 
 def task_key(cfg: TrialConfig) -> str:
-    """Trials with equal keys load identical Task objects (same data, subsets and validation split)."""
+    """Trials with equal keys load identical Task objects (same data, subsets and validation split).
+
+    Args:
+        cfg: the trial.
+    """
     return "|".join(
         str(v)
         for v in (
@@ -65,6 +80,11 @@ def task_key(cfg: TrialConfig) -> str:
 
 
 def load_trial_task(cfg: TrialConfig) -> Task:
+    """The trial's task, loaded with its seed, validation fraction, subsets and data root.
+
+    Args:
+        cfg: the trial.
+    """
     return load_task(
         cfg.task,
         data_root=cfg.data_root,
@@ -77,7 +97,12 @@ def load_trial_task(cfg: TrialConfig) -> Task:
 
 class TrialRun:
     """A trial outside Ray: the pieces and the epoch loop, with `report(row, state)` injected. The Tune
-    trainable below wires `report` to tune.report + checkpoints; tests and benchmarks call it directly."""
+    trainable below wires `report` to tune.report + checkpoints; tests and benchmarks call it directly.
+
+    Args:
+        cfg: the trial.
+        task: the task, when already loaded (preloaded on the driver); else loaded from `cfg`.
+    """
 
     def __init__(self, cfg: TrialConfig, task: Task | None = None):
         import transformers
@@ -109,6 +134,13 @@ class TrialRun:
         }
 
     def row(self, phase: str, epoch: int, **values) -> dict:
+        """One result row (see results.schema): the trial's constants, NaN for what this phase does not measure.
+
+        Args:
+            phase: "align" or "refine".
+            epoch: embedder epochs done (align) or refine epochs done (refine).
+            values: the measured columns (otdd, train_loss, val_score, test_score, seconds, ...).
+        """
         nan = float("nan")
         row = {
             **self.constants,
@@ -125,8 +157,12 @@ class TrialRun:
         row.update(values)
         return row
 
-    def align(self, report) -> None:
-        """Stage 2, reporting one row per embedder epoch 0..k (restored epochs report seconds=0)."""
+    def align(self, report: Report) -> None:
+        """Stage 2, reporting one row per embedder epoch 0..k (restored epochs report seconds=0).
+
+        Args:
+            report: `report(row, state)`; state is the checkpoint after the last align epoch, else None.
+        """
         if self.proxy == "none":
             return
         cfg = self.cfg
@@ -155,13 +191,25 @@ class TrialRun:
         self.model.embedder.to("cpu")
 
     def state(self, refiner: Refiner | None, best_val_score: float = math.inf) -> dict:
+        """The checkpoint of the trial: the aligned embedder, the refine state, the best val score so far.
+
+        Args:
+            refiner: the running Refiner, or None right after alignment.
+            best_val_score: the search metric so far (a resumed trial must not forget it).
+        """
         return {
             "embedder": {k: v.detach().cpu() for k, v in self.model.embedder.state_dict().items()},
             "refine": None if refiner is None else refiner.state_dict(),
             "best_val_score": best_val_score,  # the search metric: a resumed trial must not forget it
         }
 
-    def refine(self, report, state: dict | None = None) -> Refiner:
+    def refine(self, report: Report, state: dict | None = None) -> Refiner:
+        """Stage 3 under the trial's freeze mask, reporting one row (and a checkpoint) per epoch.
+
+        Args:
+            report: `report(row, state)`.
+            state: a checkpoint to resume from (`state()`), or None to start fresh.
+        """
         apply_freeze(self.model, self.cfg.frozen_parts)
         refiner = Refiner(
             self.model,
@@ -191,7 +239,13 @@ class TrialRun:
             )
         return refiner
 
-    def run(self, report, state: dict | None = None) -> None:
+    def run(self, report: Report, state: dict | None = None) -> None:
+        """Align (unless resuming from a checkpoint, which holds the aligned embedder), then refine.
+
+        Args:
+            report: `report(row, state)`.
+            state: a checkpoint to resume from, or None.
+        """
         if state is None:
             self.align(report)
         else:
@@ -201,8 +255,12 @@ class TrialRun:
 
 # ---- the Tune trainable ----------------------------------------------------------------------------------
 def align_then_refine(config: dict, tasks: dict | None = None) -> None:
-    """Ray Tune function trainable. `tasks` (via tune.with_parameters) maps task_key → preloaded Task,
-    shared through the object store instead of loading data in every trial."""
+    """The Ray Tune function trainable: one trial, one `tune.report` per epoch, checkpoints to resume from.
+
+    Args:
+        config: the Tune trial config (a TrialConfig, nested under "trial" for grid sweeps).
+        tasks: preloaded tasks by `task_key` (via tune.with_parameters, shared through the object store).
+    """
     from ray import tune
 
     cfg = TrialConfig.from_tune(config)

@@ -141,20 +141,14 @@ def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
     assert not grid.errors and len(grid) == 4
     df = read_results(spec.results_root)
     assert sorted(row_keys(df)) == sorted(expected_rows(configs))
-    # every row a checkpoint covered before the stop (all rows of a trial that had finished aligning) was kept,
-    # not reported again; only a trial stopped mid-align reports its align rows again (from the snapshots)
-    aligned_epochs = {c.config_hash: c.embedder_epochs for c in configs}
-    finished_align = partial.groupby("trial_id").apply(
-        lambda g: bool(
-            (g.phase == "refine").any()
-            or ((g.phase == "align") & (g.epoch == aligned_epochs[g.config_hash.iloc[0]])).any()
-        )
-    )
-    covered = partial[partial.trial_id.map(finished_align)]
-    assert len(covered) > 0
-    both = covered.merge(df, on=["trial_id", "phase", "epoch"], suffixes=("_before", "_after"))
-    assert len(both) == len(covered)
-    assert (both["reported_at_before"] == both["reported_at_after"]).all()
+    # rows written before the stop are all still there; refine rows were kept as they were (not reported
+    # again); an align row reported again is a restore from the shared snapshots (seconds 0, the same OTDD)
+    # of a trial whose checkpoint Tune had not recorded yet, never a retraining
+    both = partial.merge(df, on=["trial_id", "phase", "epoch"], suffixes=("_before", "_after"))
+    assert len(both) == len(partial)
+    again = both[both["reported_at_before"] != both["reported_at_after"]]
+    assert (again["phase"] == "align").all(), again[["trial_id", "phase", "epoch"]]
+    assert (again["seconds_after"] == 0).all() and (again["otdd_after"] == again["otdd_before"]).all()
     # the killed trial resumed from its refine-epoch-1 checkpoint and every trial continued from checkpoints:
     # in Tune's own logs no refine epoch was ever run twice
     logs = tune_results(Path(spec.experiment_path))
@@ -233,3 +227,29 @@ def test_grid_with_asha_and_best_val_score_is_the_trials_minimum(ray_local, tmp_
     for result in grid:
         rows = df[(df.trial_id == result.metrics["trial_id"]) & (df.phase == "refine")]
         assert result.metrics["best_val_score"] == rows["val_score"].min()
+
+
+def test_cli_takes_a_scripts_default_tasks_per_preset(capsys):
+    """A script can default to its own tasks for one preset (pretraining_scale: the 1D paper tasks);
+    --tasks still wins, and other presets keep theirs."""
+    from orca_ray.sweep.cli import main
+
+    def space(args):
+        return {"task": args.tasks, "body": "roberta-base", "seed": args.seeds}
+
+    def plan(*argv):
+        main(
+            default_name="scale",
+            description="",
+            space=space,
+            argv=[*argv, "--dry-run"],
+            default_tasks={"paper": ["satellite", "ecg"]},
+        )
+        return capsys.readouterr().out
+
+    out = plan("--preset", "paper")
+    assert "6 trials" in out and "satellite" in out and "ecg" in out and "cifar100" not in out
+    out = plan("--preset", "paper", "--tasks", "deepsea")
+    assert "3 trials" in out and "satellite" not in out
+    out = plan("--preset", "demo")
+    assert "4 trials" in out and "digits" in out and "gunpoint" in out

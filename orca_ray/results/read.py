@@ -28,7 +28,14 @@ def _empty_frame() -> pd.DataFrame:
 def read_results(
     root: str, sweep: str | None = None, filesystem: pafs.FileSystem | None = None
 ) -> pd.DataFrame:
-    """All rows under `root` (every sweep, or one), one DataFrame sorted by sweep, trial, phase, epoch."""
+    """All rows under `root` (every sweep, or one), one DataFrame sorted by sweep, trial, phase, epoch, with the
+    columns of `RESULT_SCHEMA`; empty (same columns) when nothing is there.
+
+    Args:
+        root: the Parquet root: a local path, s3:// or gs:// URI.
+        sweep: only this sweep's partition; None reads every sweep.
+        filesystem: a pyarrow filesystem to read `root` with (e.g. an S3 endpoint of your own).
+    """
     fs, path = io.resolve(root, filesystem)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -60,7 +67,11 @@ def final_scores(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the refine epoch with the best (lowest) val_score — ties go to the earliest epoch;
     the test score never takes part in the choice — as `best_epoch`, `final_val`, `final_test`; plus
     `final_otdd`, the OTDD of the align row at epoch == embedder_epochs (else the last align row with an
-    OTDD). Trials without a scored refine epoch get NaN scores."""
+    OTDD). Trials without a scored refine epoch get NaN scores.
+
+    Args:
+        df: rows as `read_results` returns them.
+    """
     out_cols = [*FINAL_COLUMNS, "best_epoch", "final_val", "final_test", "final_otdd", "n_refine_epochs"]
     if df.empty:
         return pd.DataFrame(columns=out_cols)

@@ -118,7 +118,11 @@ def _json_default(o: Any) -> Any:
 
 
 def config_json(config: Mapping[str, Any]) -> str:
-    """The full trial config as JSON with sorted keys (what the `config_json` column holds)."""
+    """The trial config as JSON with sorted keys (what the `config_json` column holds).
+
+    Args:
+        config: the flat trial config (`config.flat_config` of a Tune config).
+    """
     return json.dumps(dict(config), sort_keys=True, default=_json_default)
 
 

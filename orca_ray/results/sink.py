@@ -42,9 +42,15 @@ class ParquetSink(Callback):
     replaces the earlier row — and the trial's part file is rewritten after every result. The first time
     this sink sees a trial (e.g. after `Tuner.restore`), the trial's existing part file is merged in, so a
     resumed trial keeps its earlier rows. A trial's rows are dropped from memory once it has completed or
-    errored and its file is written (the file is the record; a later resume reloads it).
+    errored and its file is written (the file is the record; a later resume reloads it). `node` is the value
+    the trial reported (else Tune's hostname); `config_json` the flat trial config.
 
     Results without a `phase` (not from a contract trainable) are ignored.
+
+    Args:
+        root: the Parquet root: a local path, s3:// or gs:// URI.
+        sweep: the sweep name (the hive partition value; letters, digits, `_.-`, not starting with `_` or `.`).
+        filesystem: a pyarrow filesystem to write `root` with (default: from the URI).
     """
 
     def __init__(self, root: str, sweep: str, filesystem: pafs.FileSystem | None = None):
@@ -61,6 +67,11 @@ class ParquetSink(Callback):
 
     # -- paths -------------------------------------------------------------------------------------------
     def part_path(self, trial_id: str) -> str:
+        """The path (inside the sink's filesystem) of one trial's part file.
+
+        Args:
+            trial_id: Tune's trial id.
+        """
         return f"{self.partition_path}/{_file_name(trial_id)}"
 
     # -- state -------------------------------------------------------------------------------------------
@@ -141,6 +152,11 @@ class ParquetSink(Callback):
 
     # -- writing -----------------------------------------------------------------------------------------
     def table(self, trial_id: str) -> pa.Table:
+        """One trial's rows as an Arrow table in file order (align epochs, then refine epochs).
+
+        Args:
+            trial_id: Tune's trial id.
+        """
         rows = sorted(
             self._trials[trial_id]["rows"].values(),
             key=lambda r: (

@@ -160,17 +160,18 @@ def estimate(cfg: TrialConfig) -> dict:
     }
 
 
-def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO = sys.stdout) -> dict:
+def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None = None) -> dict:
     """Print the trial matrix (the fields that vary) with a per-trial and total cost estimate.
 
     Args:
         spec: the sweep.
         configs: its trials (`expand_grid` or `sample_configs`).
-        out: where to print.
+        out: where to print (default: sys.stdout at call time).
 
     Returns:
         The totals: gpu_hours, cpu_hours.
     """
+    out = out or sys.stdout
     varying = [k for k in TrialConfig.__dataclass_fields__ if len({getattr(c, k) for c in configs}) > 1]
     shown = varying or ["task", "body"]
     print(

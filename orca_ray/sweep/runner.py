@@ -17,12 +17,12 @@ import ray
 from ray import tune
 
 from ..config import TrialConfig, flat_config
-from ..io import is_uri, join
+from ..io import CACHE_ENV, is_uri, join
 from ..results.sink import ParquetSink
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 
 # environment a trial needs on every node (set on the driver → passed through the runtime env)
-PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", "ORCA_RAY_CACHE", "TRANSFORMERS_OFFLINE")
+PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", CACHE_ENV, "TRANSFORMERS_OFFLINE")
 
 
 def tune_space(spec: SweepSpec) -> dict:
@@ -170,7 +170,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
             f"  figures:         python -m orca_ray.analysis {spec.results_root} --out ./figures/{spec.name}"
         )
     if dashboard:
-        url = dashboard if "://" in dashboard else f"http://{dashboard}"
+        url = dashboard if is_uri(dashboard) else f"http://{dashboard}"
         print(f"  Ray dashboard:   {url} (while Ray runs; token in ~/.ray/auth_token)")
     print("  resume:          run the same command again (same --name and --storage)")
     return grid

@@ -34,6 +34,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskInfo:
+    """A registered task: its name, input modality, one-line description, whether it reads files from a data
+    root, and the factory that builds it.
+    """
+
     name: str
     modality: str
     description: str
@@ -45,7 +49,14 @@ _REGISTRY: dict[str, TaskInfo] = {}
 
 
 def register_task(name: str, *, modality: str, description: str, needs_data_root: bool = False):
-    """Decorator: `factory(data_root, seed, val_fraction, **options) -> Task` becomes loadable by `name`."""
+    """Decorator: `factory(data_root, seed, val_fraction, **options) -> Task` becomes loadable by `name`.
+
+    Args:
+        name: the task name `load_task` takes.
+        modality: "1d" (sequences) or "2d" (images).
+        description: one line for `available_tasks`.
+        needs_data_root: the factory reads files under `data_root` (NAS-Bench-360).
+    """
 
     def deco(factory):
         if name in _REGISTRY:
@@ -57,12 +68,18 @@ def register_task(name: str, *, modality: str, description: str, needs_data_root
 
 
 def available_tasks() -> list[TaskInfo]:
+    """Every registered task, sorted by name."""
     _import_loaders()
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
 
 
 def task_info(name: str) -> TaskInfo:
-    """Registry entry for a task name ("npz:PATH" maps to the generic array loader)."""
+    """Registry entry for a task name ("npz:PATH" maps to the generic array loader); unknown names fail
+    listing the known ones.
+
+    Args:
+        name: a task name as given to `load_task`.
+    """
     _import_loaders()
     key = "npz" if name.startswith("npz:") else name
     if key not in _REGISTRY:
@@ -83,8 +100,17 @@ def load_task(
     max_eval_samples: int | None = None,
     **options,
 ) -> Task:
-    """Load a task by name. `max_*_samples` take seeded subsets (demo presets, smoke runs); the validation
-    split is always carved from train with `seed`, never taken from test."""
+    """Load a validated task by name, with a seeded validation split carved from train (never from test).
+
+    Args:
+        name: a registered task name (`available_tasks`) or "npz:/path/file.npz".
+        data_root: folder with the task's files (NAS-Bench-360 tasks need it).
+        seed: seed of the validation split and of the subsets.
+        val_fraction: fraction of train held out for validation (tasks with a given split ignore it).
+        max_train_samples: seeded subset of train (demo presets, smoke runs); None keeps all.
+        max_eval_samples: seeded subsets of val and test; None keeps all.
+        options: loader-specific options (e.g. satellite's `zscore`, ecg's `window`).
+    """
     info = task_info(name)
     if name.startswith("npz:"):
         options["path"] = name[4:]

@@ -25,6 +25,18 @@ REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 def load_npz_task(
     path: str, data_root=None, seed: int = 0, val_fraction: float = 0.1, kind: str | None = None
 ) -> Task:
+    """A task from your own arrays in one .npz: x_train, y_train, x_test, y_test (x_val, y_val optional).
+
+    x is (N, C, L) for sequences or (N, C, H, W) for images; the kind (classification, multilabel, regression) is
+    inferred from y unless given. Loaded with `allow_pickle=False`.
+
+    Args:
+        path: the .npz file.
+        data_root: unused (one factory signature).
+        seed: seed of the validation split when the file has none.
+        val_fraction: fraction of train held out for validation when the file has no x_val/y_val.
+        kind: "classification", "multilabel" or "regression" to override the inference.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")

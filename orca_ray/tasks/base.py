@@ -35,15 +35,29 @@ class UnitGaussianNormalizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> UnitGaussianNormalizer:
+        """Per-element mean and unbiased std over the first axis (as ORCA's torch.std).
+
+        Args:
+            x: (N, ...) training values.
+        """
         x64 = np.asarray(x, dtype=np.float64)
         # unbiased std, as ORCA's torch.std
         return cls(mean=x64.mean(0).astype(np.float32), std=x64.std(0, ddof=1).astype(np.float32))
 
     def encode(self, x: np.ndarray) -> np.ndarray:
+        """(x − mean) / (std + eps), float32.
+
+        Args:
+            x: values shaped like one fitted sample, batch-first.
+        """
         return ((x - self.mean) / (self.std + self.eps)).astype(np.float32)
 
     def decode(self, x):
-        """Inverse of `encode`; accepts numpy arrays or torch tensors (any device), batch-first."""
+        """Inverse of `encode`; accepts numpy arrays or torch tensors (any device), batch-first.
+
+        Args:
+            x: encoded values.
+        """
         if isinstance(x, torch.Tensor):
             mean = torch.as_tensor(self.mean, device=x.device, dtype=x.dtype)
             std = torch.as_tensor(self.std, device=x.device, dtype=x.dtype)
@@ -65,6 +79,11 @@ class Split:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> Split:
+        """The rows `idx` (sorted, so memory-mapped reads stay sequential).
+
+        Args:
+            idx: row indices.
+        """
         idx = np.sort(np.asarray(idx))  # sorted indices keep memory-mapped reads sequential
         return Split(self.x[idx], self.y[idx], None if self.groups is None else self.groups[idx])
 
@@ -110,12 +129,19 @@ class Task:
         return self.output_shape is not None
 
     def splits(self) -> dict[str, Split]:
+        """{"train": ..., "val": ..., "test": ...}."""
         return {"train": self.train, "val": self.val, "test": self.test}
 
     def with_splits(self, **splits: Split) -> Task:
+        """A copy with some splits replaced (validated again).
+
+        Args:
+            splits: train=, val=, test= replacements.
+        """
         return replace(self, **splits)
 
     def describe(self) -> str:
+        """One line: name, modality, kind, input shape, outputs, split sizes, source."""
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits().items())
         out = f"{self.num_outputs} {'classes' if self.kind == 'classification' else 'outputs'}"
         if self.dense:
@@ -128,6 +154,7 @@ class Task:
         raise TaskDataError(msg + (f". Fix: {fix}" if fix else ""))
 
     def validate(self) -> None:
+        """Check shapes, dtypes, finiteness and labels of every split; raises TaskDataError naming the field."""
         if self.modality not in ("1d", "2d"):
             self._fail("modality", f"must be '1d' or '2d', got {self.modality!r}")
         if self.kind not in METRIC_FOR_KIND:
@@ -226,6 +253,15 @@ def carve_validation(train: Split, fraction: float, seed: int, stratify: bool = 
 
     Classification is stratified per class (every class keeps at least one training sample). When `groups`
     is set (ECG recordings) whole groups move, so no recording straddles train and val.
+
+    Args:
+        train: the training split.
+        fraction: share of samples (or groups) held out, in (0, 1).
+        seed: seed of the draw.
+        stratify: stratify integer class labels per class.
+
+    Returns:
+        (train, val).
     """
     if not 0 < fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
@@ -253,7 +289,14 @@ def carve_validation(train: Split, fraction: float, seed: int, stratify: bool = 
 
 def limit_samples(split: Split, max_samples: int | None, seed: int, stratify: bool = False) -> Split:
     """A seeded random subset (for demos and smoke runs); the split itself when it is small enough.
-    With `stratify`, every class present keeps at least one sample."""
+    With `stratify`, every class present keeps at least one sample.
+
+    Args:
+        split: the split to subsample.
+        max_samples: the most samples to keep; None keeps all.
+        seed: seed of the draw.
+        stratify: keep at least one sample of every class present.
+    """
     if max_samples is None or len(split) <= max_samples:
         return split
     rng = np.random.default_rng(seed)

@@ -27,6 +27,14 @@ SKTIME_SETS = {
 def load_digits_task(
     data_root=None, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2
 ) -> Task:
+    """scikit-learn's handwritten digits as a 2D task: 1x8x8 images scaled to [-1, 1], 10 classes.
+
+    Args:
+        data_root: unused (bundled with scikit-learn).
+        seed: seed of the train/test and validation splits.
+        val_fraction: fraction of train held out for validation.
+        test_fraction: fraction of all digits held out for test.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

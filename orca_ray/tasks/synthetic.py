@@ -102,6 +102,17 @@ def synthetic_deepsea(
     num_labels: int = 36,
     motif_len: int = 8,
 ) -> Task:
+    """A seeded stand-in for DeepSEA: 4x1000 one-hot sequences, 36 labels, BCE with pos_weight 4, 1-AUROC.
+
+    Args:
+        data_root: unused (generated).
+        seed: seed of the data and the validation split.
+        val_fraction: fraction of train held out for validation.
+        n_train: training samples (validation is carved from them).
+        n_eval: test samples.
+        num_labels: labels (each plants its own motif).
+        motif_len: motif length in bases.
+    """
     rng = np.random.default_rng(seed)
     motifs = rng.integers(0, 4, (num_labels, motif_len))
 
@@ -142,6 +153,15 @@ def synthetic_darcy(
     n_eval: int = 16,
     size: int = 85,
 ) -> Task:
+    """A seeded stand-in for Darcy Flow: 3x85x85 inputs (field, grid, grid) → 85x85 field, relative L2.
+
+    Args:
+        data_root: unused (generated).
+        seed: seed of the data and the validation split.
+        val_fraction: fraction of train held out for validation.
+        n_train: training samples (validation is carved from them).
+        n_eval: test samples.
+    """
     rng = np.random.default_rng(seed)
     grid = np.linspace(0, 1, size, dtype=np.float32)
     gx, gy = np.meshgrid(grid, grid)  # 'xy' indexing, channel order as the real Darcy loader (and ORCA)
@@ -189,6 +209,16 @@ def synthetic_ecg(
     n_eval_recordings: int = 16,
     windows_per_recording: int = 4,
 ) -> Task:
+    """A seeded stand-in for ECG: 1x1000 windows cut from recordings, 4 classes, 1-macro-F1 voted per recording.
+
+    Args:
+        data_root: unused (generated).
+        seed: seed of the data and the validation split.
+        val_fraction: fraction of train held out for validation.
+        n_recordings: training recordings (validation recordings are carved from them).
+        n_eval_recordings: test recordings.
+        windows_per_recording: windows cut from each recording.
+    """
     rng = np.random.default_rng(seed)
     t = np.arange(1000 + 500 * (windows_per_recording - 1)) / 300.0
     rates = np.array([1.0, 1.6, 0.7, 0.0])  # beat frequency per class; class 3 ("noisy") has no rhythm

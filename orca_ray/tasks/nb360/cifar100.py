@@ -62,6 +62,13 @@ def _cifar_normalise(x_u8: np.ndarray) -> np.ndarray:
     description="NAS-Bench-360 CIFAR-100 (torchvision folder), 3x32x32, 100 classes, 0-1 error",
 )
 def cifar100(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
+    """NAS-Bench-360 CIFAR-100: 3x32x32 normalised images, 100 classes, 0-1 error (format: module docstring).
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: seed of the validation split.
+        val_fraction: fraction of train held out for validation.
+    """
     root = Path(data_root)
     paths = {n: require(root, "cifar100", f"cifar-100-python/{n}") for n in ("train", "test", "meta")}
     x_tr, y_tr = _cifar_part(paths["train"])

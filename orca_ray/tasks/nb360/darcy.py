@@ -111,6 +111,17 @@ def darcy(
     sub: int = 5,
     cache_dir: str | Path | None = None,
 ) -> Task:
+    """NAS-Bench-360 Darcy Flow: 3x85x85 inputs → 85x85 solution, relative L2 (format: module docstring).
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: seed of the validation split.
+        val_fraction: fraction of train held out for validation.
+        n_train: samples of smooth1 used for train and validation.
+        n_test: samples of smooth2 used for test.
+        sub: subsampling step of the 421x421 grid (5 → 85x85).
+        cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+    """
     root = Path(data_root)
     p_train = require(root, "darcy", "piececonst_r421_N1024_smooth1.mat")
     p_test = require(root, "darcy", "piececonst_r421_N1024_smooth2.mat")

@@ -129,6 +129,14 @@ def _convert_deepsea(tmp: Path, path: Path) -> None:
 def deepsea(
     data_root: Path, seed: int = 0, val_fraction: float = 0.1, cache_dir: str | Path | None = None
 ) -> Task:
+    """NAS-Bench-360 DeepSEA: 4x1000 one-hot DNA, 36 labels, BCE with pos_weight 4, 1-AUROC; memory-mapped.
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: unused (the file's validation split is used).
+        val_fraction: unused (the file's validation split is used).
+        cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+    """
     path = require(Path(data_root), "deepsea", "deepsea_filtered.npz")
     a = cached_arrays("deepsea", [path], {}, lambda tmp: _convert_deepsea(tmp, path), cache_dir)
     sp = {p: Split(a[f"x_{p}"], a[f"y_{p}"]) for p in ("train", "val", "test")}

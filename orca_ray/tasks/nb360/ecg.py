@@ -35,7 +35,12 @@ ECG_STRIDE_DIVISOR = {
 def ecg_split_indices(n: int, split_seed: int = 0) -> dict[str, np.ndarray]:
     """Recording indices of NAS-Bench-360's split: train_test_split(test_size=0.2, random_state=0) and the
     held-out fifth halved again (test_size=0.5, random_state=0). Index arrays give the same permutation the
-    reference draws when it splits the recordings themselves."""
+    reference draws when it splits the recordings themselves.
+
+    Args:
+        n: number of recordings.
+        split_seed: random_state of both splits (NAS-Bench-360: 0).
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
@@ -47,6 +52,15 @@ def ecg_split_indices(n: int, split_seed: int = 0) -> dict[str, np.ndarray]:
 def ecg_window_starts(
     length: int, label: int, window: int = 1000, stride: int = 500, class_strides: bool = True
 ) -> range:
+    """Start indices of the windows `slide_and_cut` cuts from one recording (the end is exclusive).
+
+    Args:
+        length: the recording's length in samples.
+        label: its class (0..3: N, A, O, ~), which sets the stride when `class_strides`.
+        window: window length.
+        stride: the base stride (N's); A, O, ~ divide it by 6, 2, 20.
+        class_strides: use the class-dependent strides (NAS-Bench-360); False: the base stride for all.
+    """
     step = max(1, stride // ECG_STRIDE_DIVISOR[label] if class_strides else stride)
     return range(0, length - window, step)  # as slide_and_cut: the end is exclusive
 
@@ -139,6 +153,20 @@ def ecg(
     split_seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> Task:
+    """NAS-Bench-360 ECG: 1x1000 windows of z-scored recordings, 4 classes, 1-macro-F1 voted per recording;
+    the benchmark's fixed recording split; memory-mapped.
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: unused (the file's validation split is used).
+        val_fraction: unused (the file's validation split is used).
+        window: window length in samples.
+        stride: the base stride (class N's); see `ecg_window_starts`.
+        class_strides: class-dependent strides for the training windows (NAS-Bench-360).
+        eval_class_strides: the same for val/test (NAS-Bench-360); False cuts them with the plain stride.
+        split_seed: random_state of the recording split (NAS-Bench-360: 0).
+        cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+    """
     path = require(Path(data_root), "ecg", "challenge2017.pkl")
     opts = {
         "window": int(window),

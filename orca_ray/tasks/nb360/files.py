@@ -24,23 +24,42 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # ---- where files go ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataFile:
+    """One file a NAS-Bench-360 task needs: its name (relative to ROOT or ROOT/<task>/), download URL and what
+    it holds.
+    """
+
     task: str
     name: str  # path relative to ROOT or ROOT/<task>/, e.g. "cifar-100-python/train"
     url: str
     what: str
 
     def places(self, root: Path) -> list[Path]:
-        """Every accepted location, preferred first: ROOT/<name>, ROOT/<task>/<name>, then folder aliases."""
+        """Every accepted location, preferred first: ROOT/<name>, ROOT/<task>/<name>, then folder aliases.
+
+        Args:
+            root: the data root.
+        """
         return [root / self.name] + [root / d / self.name for d in TASK_DIRS[self.task]]
 
     def find(self, root: Path) -> Path | None:
+        """The first accepted location that holds the file, else None.
+
+        Args:
+            root: the data root.
+        """
         return next((p for p in self.places(root) if p.is_file()), None)
 
     def where(self, root: Path) -> str:
+        """The two preferred locations, for messages.
+
+        Args:
+            root: the data root.
+        """
         places = self.places(root)
         return f"{places[0]} or {places[1]}"
 
     def how_to_get(self) -> str:
+        """Where to download the file from, for messages."""
         if self.task == "cifar100":
             return f"download {self.url} and extract it (it holds the cifar-100-python folder)"
         return f"download {self.url} (NAS-Bench-360 download page: {NB360_PAGE})"
@@ -114,7 +133,13 @@ NB360_TASKS = tuple(TASK_FILES)
 
 
 def require(root: Path, task: str, name: str) -> Path:
-    """The file's path, or a TaskDataError saying exactly where it goes and where to get it."""
+    """The file's path, or a TaskDataError saying exactly where it goes and where to get it.
+
+    Args:
+        root: the data root.
+        task: the NAS-Bench-360 task.
+        name: the file's name in `TASK_FILES[task]`.
+    """
     df = next(f for f in TASK_FILES[task] if f.name == name)
     found = df.find(Path(root))
     if found is None:

@@ -24,6 +24,13 @@ from .files import _bad_file, _finite_or_fail, _int_labels, _load_npy, require
     description="NAS-Bench-360 NinaPro DB5 (.npy), 1x16x52 sEMG, 18 classes, 0-1 error",
 )
 def ninapro(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
+    """NAS-Bench-360 NinaPro DB5: 1x16x52 sEMG windows, 18 gestures, 0-1 error, the file's validation split.
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: unused (the file's validation split is used).
+        val_fraction: unused (the file's validation split is used).
+    """
     root = Path(data_root)
     splits, used = {}, []
     for s in ("train", "val", "test"):

@@ -79,9 +79,21 @@ def satellite(
     val_size: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> Task:
-    """val="last" (default): the last `val_size` rows of the training file (default len(test), NAS-Bench-360);
+    """NAS-Bench-360 Satellite: 1x46 series, 24 classes, 0-1 error; memory-mapped.
+
+    val="last" (default): the last `val_size` rows of the training file (default len(test), NAS-Bench-360);
     train and val stay views of the node's memory map. val="random": a seeded stratified `val_fraction` (copies
-    the chosen rows into this process)."""
+    the chosen rows into this process).
+
+    Args:
+        data_root: the folder holding the task's files (see `files.TASK_FILES`).
+        seed: seed of the validation split when val="random".
+        val_fraction: fraction held out when val="random".
+        zscore: z-score each series on its own (NAS-Bench-360); False feeds raw values (ORCA).
+        val: "last" or "random".
+        val_size: rows held out when val="last" (default: the test set's size).
+        cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+    """
     root = Path(data_root)
     paths = {p: require(root, "satellite", f"satellite_{p}.npy") for p in ("train", "test")}
     a = cached_arrays(

@@ -52,7 +52,12 @@ def _human(n: float) -> str:
 
 
 def digests(path: str | Path, chunk: int = 8 << 20) -> dict[str, str]:
-    """sha256 and md5 of a file, read once in chunks."""
+    """sha256 and md5 of a file, read once in chunks.
+
+    Args:
+        path: the file.
+        chunk: bytes per read.
+    """
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -71,6 +76,11 @@ def _tasks(tasks) -> list[str]:
 
 
 def read_manifest_local(root: Path) -> dict:
+    """The `files` table of ROOT/MANIFEST.json (relpath → size, sha256, md5, task); {} when there is none.
+
+    Args:
+        root: a local data root.
+    """
     p = Path(root) / MANIFEST
     if not p.is_file():
         return {}
@@ -82,7 +92,14 @@ def read_manifest_local(root: Path) -> dict:
 
 # ---- check -------------------------------------------------------------------------------------------------------
 def check(root: str | Path, tasks=None, *, hash_files: bool = True, load: bool = True) -> dict:
-    """Report on a local data root (see module docstring). `report["ok"]` is False if anything is off."""
+    """Report on a local data root (see module docstring). `report["ok"]` is False if anything is off.
+
+    Args:
+        root: the local data root.
+        tasks: NAS-Bench-360 task names to check (default: all six).
+        hash_files: compute every file's sha256/md5 and compare with published checksums and the manifest.
+        load: load each complete task (shapes, class counts; warms the node's conversion cache).
+    """
     root = Path(root).expanduser()
     report = {"root": str(root), "ok": True, "tasks": {}}
     if not root.is_dir():
@@ -289,7 +306,16 @@ def stage(
     load: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Copy a verified local data root to DEST (local path or URI) and write DEST/MANIFEST.json."""
+    """Copy a verified local data root to DEST (local path or URI) and write DEST/MANIFEST.json.
+
+    Args:
+        root: the local data root; it must pass `check`.
+        dest: a local path, s3:// or gs:// URI.
+        tasks: NAS-Bench-360 task names to stage (default: all six).
+        filesystem: a pyarrow filesystem for `dest` (default: from the URI).
+        load: load each task during the check.
+        log: where progress lines go.
+    """
     import pyarrow.fs as pafs
 
     report = check(root, tasks, hash_files=True, load=load)
@@ -328,7 +354,15 @@ def stage(
 def fetch(
     src: str, dest: str | Path, tasks=None, *, filesystem=None, log: Callable[[str], None] = print
 ) -> dict:
-    """Copy a staged root (local or URI) to local DEST, verifying sizes and sha256 against its manifest."""
+    """Copy a staged root (local or URI) to local DEST, verifying sizes and sha256 against its manifest.
+
+    Args:
+        src: a staged root (written by `stage`): local path, s3:// or gs:// URI.
+        dest: the local folder to fill.
+        tasks: NAS-Bench-360 task names to fetch (default: all six).
+        filesystem: a pyarrow filesystem for `src` (default: from the URI).
+        log: where progress lines go.
+    """
     import pyarrow.fs as pafs
 
     src_fs, base = io.resolve(src, filesystem)
