@@ -10,7 +10,7 @@ import torch
 
 from orca_ray.otdd import ProxyDistance, SolverOptions, otdd
 
-# microsoft/otdd's values at ORCA's settings (copied from the project's shared/otdd_reference)
+# microsoft/otdd's values at ORCA's settings (tests/data/otdd_reference/README.md says how they were made)
 REF_DIR = Path(__file__).resolve().parent / "data" / "otdd_reference"
 REF_CASES = json.loads((REF_DIR / "reference.json").read_text())
 
