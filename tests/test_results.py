@@ -505,10 +505,15 @@ def test_driver_stop_and_restore(ray_local, tmp_path):
     df = read_results(str(root))
     assert_rows_equal(df, expected_frame(configs, "restore"))
     assert set(partial["trial_id"]) <= set(df["trial_id"]) and df["trial_id"].nunique() == len(configs)
-    # the resumed trials continued from their checkpoints: rows of the first run were not reported again
-    # (same reported_at) and still are there, kept by the restored sink
+    # the resumed trials continued from their checkpoints: every row of the first run is still there, and
+    # none was reported again (same reported_at) except possibly each trial's last one before the stop,
+    # whose checkpoint Tune may not have persisted when the driver stopped
     key = ["trial_id", "phase", "epoch"]
     both = partial.merge(df, on=key, suffixes=("_before", "_after"))
     assert len(both) == len(partial)
-    kept = (both["reported_at_before"] == both["reported_at_after"]).sum()
-    assert kept >= len(partial) - partial["trial_id"].nunique() and kept > 0
+    step = {s: i for i, s in enumerate(STEPS)}
+    both["step"] = [step[(p, e)] for p, e in zip(both["phase"], both["epoch"])]
+    last = both.groupby("trial_id")["step"].transform("max")
+    earlier = both[both["step"] < last]
+    assert len(earlier) > 0
+    assert (earlier["reported_at_before"] == earlier["reported_at_after"]).all()
