@@ -1,0 +1,263 @@
+"""orca_ray.untrusted: data pickles admit numpy arrays and plain containers only; driver state in the sweep
+storage is restored only when the head wrote it. Payloads here would create a canary file if they ran."""
+
+from __future__ import annotations
+
+import _codecs
+import io
+import json
+import os
+import pickle
+import stat
+
+import numpy as np
+import pytest
+
+from orca_ray import untrusted
+from orca_ray.untrusted import UnsafePickleError, UntrustedStateError
+
+
+class Payload:
+    """Runs `touch <canary>` when unpickled by a plain unpickler (os.system pickles as posix.system)."""
+
+    def __init__(self, canary):
+        self.canary = str(canary)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.canary}",)
+
+
+class ExecPayload(Payload):
+    def __reduce__(self):
+        return exec, (f"open({self.canary!r}, 'w').close()",)
+
+
+def ecg_like(n=4):
+    data = np.empty(n, dtype=object)
+    data[:] = [np.arange(10 + i, dtype=np.int16) for i in range(n)]
+    return {"data": data, "label": np.array(["N", "A", "O", "~"][:n])}
+
+
+def test_plain_pickles_round_trip_in_every_protocol(tmp_path):
+    d = {
+        "data": np.arange(12, dtype=np.uint8).reshape(2, 6),
+        "fine_labels": [3, 1],
+        "batch_label": "training batch 1 of 1",
+        "filenames": [b"a.png", b"b.png"],
+        "scalar": np.float32(1.5),
+        "nested": (None, True, 2.0, {"k": [np.int64(7)]}),
+        "label": ecg_like()["label"],
+    }
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        p = tmp_path / f"p{protocol}.pkl"
+        p.write_bytes(pickle.dumps(d, protocol=protocol))
+        got = untrusted.load_pickle(p)
+        assert got.keys() == d.keys()
+        np.testing.assert_array_equal(got["data"], d["data"])
+        assert got["data"].dtype == np.uint8
+        assert got["fine_labels"] == [3, 1] and got["filenames"] == [b"a.png", b"b.png"]
+        assert got["scalar"] == np.float32(1.5) and got["scalar"].dtype == np.float32
+        assert got["nested"] == d["nested"]
+        assert got["label"].tolist() == ["N", "A", "O", "~"]
+
+
+def test_python2_style_pickle_with_latin1(tmp_path):
+    # protocol 2 as Python 2 wrote CIFAR: bytes in the array state are latin-1 text after decoding
+    p = tmp_path / "data_batch_1"
+    x = np.arange(3072 * 2, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    p.write_bytes(pickle.dumps({"data": x, "labels": [1, 2]}, protocol=2))
+    got = untrusted.load_pickle(p, encoding="latin1")
+    np.testing.assert_array_equal(got["data"], x)
+
+
+def test_object_array_of_recordings_round_trips(tmp_path):
+    d = ecg_like()
+    p = tmp_path / "challenge2017.pkl"
+    p.write_bytes(pickle.dumps(d))
+    got = untrusted.load_pickle(p)
+    assert got["data"].dtype == object and len(got["data"]) == 4
+    for a, b in zip(got["data"], d["data"]):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.int16
+    assert got["label"].tolist() == ["N", "A", "O", "~"]
+
+
+@pytest.mark.parametrize("payload_cls", [Payload, ExecPayload])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_payload_is_refused_naming_file_and_global(tmp_path, payload_cls, protocol):
+    canary = tmp_path / "canary"
+    p = tmp_path / "evil.pkl"
+    p.write_bytes(pickle.dumps({"data": np.zeros(3), "label": [payload_cls(canary)]}, protocol=protocol))
+    with pytest.raises(UnsafePickleError) as e:
+        untrusted.load_pickle(p)
+    # protocol 2 writes Python 2 module names (fix_imports): the message names what the file says
+    name = (
+        "posix.system"
+        if payload_cls is Payload
+        else ("__builtin__" if protocol < 3 else "builtins") + ".exec"
+    )
+    assert str(e.value) == (
+        f"refusing to unpickle {p}: it references {name}; only numpy arrays and plain containers are allowed"
+    )
+    assert not canary.exists()
+
+
+def test_payload_inside_an_object_array_is_refused(tmp_path):
+    canary = tmp_path / "canary"
+    data = np.empty(2, dtype=object)
+    data[:] = [np.arange(3), Payload(canary)]
+    p = tmp_path / "challenge2017.pkl"
+    p.write_bytes(pickle.dumps({"data": data, "label": np.array(["N", "A"])}))
+    with pytest.raises(UnsafePickleError, match="posix.system"):
+        untrusted.load_pickle(p)
+    assert not canary.exists()
+
+
+def test_other_numpy_and_library_globals_are_refused(tmp_path):
+    # a real numpy function that could load a pickle itself, and a class with side effects on construction
+    for obj, name in ((np.load, "numpy.load"), (io.FileIO, "_io.FileIO")):
+        with pytest.raises(UnsafePickleError, match=name.replace(".", r"\.")):
+            untrusted.loads_restricted(pickle.dumps(obj), path="x")
+
+
+def test_codecs_encode_admits_latin1_only():
+    class OtherCodec:
+        def __reduce__(self):
+            return _codecs.encode, (b"x" * 10, "zlib_codec")
+
+    with pytest.raises(UnsafePickleError, match="zlib_codec"):
+        untrusted.loads_restricted(pickle.dumps(OtherCodec(), protocol=2))
+    assert untrusted.loads_restricted(pickle.dumps(b"\xff\x00", protocol=2)) == b"\xff\x00"
+
+
+def test_load_npy_plain_arrays_memory_map_and_object_arrays_are_restricted(tmp_path):
+    plain = tmp_path / "ninapro_train.npy"
+    np.save(plain, np.arange(6.0).reshape(2, 3))
+    m = untrusted.load_npy(plain, mmap_mode="r")
+    assert isinstance(m, np.memmap) and m.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+    sat = tmp_path / "satellite_train.npy"
+    np.save(sat, {"data": np.ones((2, 46)), "label": np.array([1, 24])}, allow_pickle=True)
+    d = untrusted.load_npy(sat)[()]
+    assert d["data"].shape == (2, 46) and d["label"].tolist() == [1, 24]
+
+    canary = tmp_path / "canary"
+    evil = tmp_path / "satellite_test.npy"
+    np.save(evil, {"data": np.ones((2, 46)), "label": Payload(canary)}, allow_pickle=True)
+    with pytest.raises(UnsafePickleError) as e:
+        untrusted.load_npy(evil)
+    assert str(e.value).startswith(f"refusing to unpickle {evil}: it references posix.system;")
+    assert not canary.exists()
+
+
+def test_load_npy_rejects_non_npy(tmp_path):
+    p = tmp_path / "x.npy"
+    p.write_bytes(b"not numpy")
+    with pytest.raises(ValueError):
+        untrusted.load_npy(p)
+
+
+# ---- driver state ------------------------------------------------------------------------------------------------
+def make_experiment(root):
+    """A Tune experiment folder's shape: driver state at the top and per trial, checkpoints from workers."""
+    exp = root / "sweep"
+    (exp / "trial_a" / "checkpoint_000001").mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+    (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": []}))
+    (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "sink"}))
+    (exp / ".validate_storage_marker").write_bytes(b"")
+    (exp / "trial_a" / "error.pkl").write_bytes(pickle.dumps("err"))
+    (exp / "trial_a" / "result.json").write_text("{}\n")
+    (exp / "trial_a" / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"weights")
+    (exp / "parquet" / "sweep=s").mkdir(parents=True)
+    (exp / "parquet" / "sweep=s" / "t.parquet").write_bytes(b"PAR1")
+    return exp
+
+
+@pytest.fixture
+def ledgers(tmp_path, monkeypatch):
+    d = tmp_path / "head-state"
+    monkeypatch.setenv(untrusted.LEDGER_ENV, str(d))
+    return d
+
+
+def test_driver_state_is_the_files_tune_unpickles(tmp_path):
+    exp = make_experiment(tmp_path)
+    assert sorted(untrusted.driver_state_digests(str(exp))) == [
+        "callback-states-2026.pkl",
+        "experiment_state-2026.json",
+        "trial_a/error.pkl",
+        "tuner.pkl",
+    ]
+    assert untrusted.driver_state_digests(str(tmp_path / "absent")) == {}
+
+
+def test_restore_check_accepts_what_the_head_wrote_and_refuses_the_rest(tmp_path, ledgers):
+    exp = make_experiment(tmp_path)
+    untrusted.record_driver_state(str(exp))
+    ledger = untrusted.ledger_path(str(exp))
+    assert ledger.parent == ledgers and stat.S_IMODE(ledger.stat().st_mode) == 0o600
+    assert untrusted.verify_driver_state(str(exp))
+
+    # workers' files are not driver state: a new checkpoint or result changes nothing
+    (exp / "trial_a" / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"other weights")
+    (exp / "trial_a" / "result.json").write_text('{"x": 1}\n')
+    untrusted.verify_driver_state(str(exp))
+
+    canary = tmp_path / "canary"
+    for rel in ("tuner.pkl", "trial_a/error.pkl", "searcher-state-2099.pkl", "trial_b/params.pkl"):
+        target = exp / rel
+        target.parent.mkdir(exist_ok=True)
+        saved = target.read_bytes() if target.exists() else None
+        target.write_bytes(pickle.dumps(Payload(canary)))
+        with pytest.raises(UntrustedStateError) as e:
+            untrusted.verify_driver_state(str(exp))
+        msg = str(e.value)
+        assert f"{exp}/{rel} (sha256 " in msg and "is not a file this head wrote" in msg, msg
+        assert "--trust-storage" in msg and "\n" not in msg
+        if saved is None:
+            target.unlink()
+        else:
+            target.write_bytes(saved)
+    untrusted.verify_driver_state(str(exp))
+    assert not canary.exists()
+
+
+def test_every_version_the_head_wrote_is_accepted(tmp_path, ledgers):
+    exp = make_experiment(tmp_path)
+    untrusted.record_driver_state(str(exp))
+    (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": [1]}))
+    untrusted.record_driver_state(str(exp), only=["experiment_state-2026.json"])
+    untrusted.verify_driver_state(str(exp))
+    (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": []}))  # an older upload
+    untrusted.verify_driver_state(str(exp))
+
+
+def test_killed_driver_newest_files_are_accepted_from_its_local_staging(tmp_path, ledgers):
+    exp = make_experiment(tmp_path)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    untrusted.record_driver_state(str(exp), staging=str(staging))
+    # the driver wrote a new callback state locally, uploaded it and died before recording it
+    (staging / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "newer"}))
+    (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "newer"}))
+    untrusted.verify_driver_state(str(exp))
+    (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "planted"}))
+    with pytest.raises(UntrustedStateError, match="callback-states-2026.pkl"):
+        untrusted.verify_driver_state(str(exp))
+
+
+def test_no_ledger_is_refused_and_the_override_records(tmp_path, ledgers):
+    exp = make_experiment(tmp_path)
+    with pytest.raises(UntrustedStateError) as e:
+        untrusted.verify_driver_state(str(exp))
+    assert "has no record of writing its driver state" in str(e.value) and "--trust-storage" in str(e.value)
+    untrusted.verify_driver_state(str(exp), trust=True)
+    untrusted.verify_driver_state(str(exp))  # recorded by the override
+
+
+def test_ledger_of_another_experiment_is_not_used(tmp_path, ledgers):
+    a, b = make_experiment(tmp_path / "a"), make_experiment(tmp_path / "b")
+    untrusted.record_driver_state(str(a))
+    with pytest.raises(UntrustedStateError, match="no record"):
+        untrusted.verify_driver_state(str(b))
