@@ -261,3 +261,25 @@ def test_ledger_of_another_experiment_is_not_used(tmp_path, ledgers):
     untrusted.record_driver_state(str(a))
     with pytest.raises(UntrustedStateError, match="no record"):
         untrusted.verify_driver_state(str(b))
+
+
+# ---- weights --------------------------------------------------------------------------------------------------
+def test_local_weights_are_loaded_weights_only(tmp_path):
+    """`timm:<arch>@file` and a local model folder with a pickled `.bin`: both loaders refuse a payload
+    (timm >= 1.0.26 and transformers load torch files with weights_only=True)."""
+    torch = pytest.importorskip("torch")
+    from orca_ray.bodies import load_body
+
+    canary = tmp_path / "canary"
+    torch.save({"patch_embed.proj.weight": Payload(canary)}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="posix.system|Weights only load failed|weights_only"):
+        load_body(f"timm:test_vit@{tmp_path}/evil.pth")
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    config = {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config |= {"intermediate_size": 16, "vocab_size": 30, "max_position_embeddings": 16}
+    (folder / "config.json").write_text(json.dumps(config))
+    torch.save({"embeddings.word_embeddings.weight": Payload(canary)}, folder / "pytorch_model.bin")
+    with pytest.raises(Exception, match="posix.system|Weights only load failed|weights_only"):
+        load_body(str(folder))
+    assert not canary.exists()
