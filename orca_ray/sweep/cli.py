@@ -70,6 +70,12 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         "--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)"
     )
     p.add_argument("--no-analysis", action="store_true", help="do not draw figures at the end")
+    p.add_argument(
+        "--trust-storage",
+        action="store_true",
+        help="resume even though this head has no record of writing the sweep's driver state (a lost head, "
+        "a sweep from before the check): only when nobody else can write --storage",
+    )
     return p
 
 
@@ -135,6 +141,7 @@ def main(
         max_failures=args.max_failures,
         preload_tasks=args.preset == "demo",
         analysis=not args.no_analysis,
+        trust_storage=args.trust_storage,
     )
     if search == "grid":
         configs = expand_grid(spec.space)
@@ -145,9 +152,13 @@ def main(
         print_plan(spec, configs)
         return 0
     _check_data(configs)
+    from ..untrusted import UntrustedStateError
     from .runner import run_sweep  # imports Ray: only when something runs
 
-    run_sweep(spec, address=args.address)
+    try:
+        run_sweep(spec, address=args.address)
+    except UntrustedStateError as e:
+        raise SystemExit(f"error: {e}") from None
     return 0
 
 

@@ -48,6 +48,8 @@ class SweepSpec:
         seed: the search algorithm's own seed.
         analysis: draw the figures when the sweep ends.
         extra_callbacks: more Tune callbacks besides the Parquet sink.
+        trust_storage: resume even when this head has no record of writing the experiment's driver state
+            (a lost head, a sweep from before the check); only for storage nobody else can write.
     """
 
     name: str
@@ -67,6 +69,7 @@ class SweepSpec:
     seed: int = 0
     analysis: bool = True
     extra_callbacks: list = field(default_factory=list)
+    trust_storage: bool = False
 
     def __post_init__(self):
         if self.search not in ("grid", "optuna"):

@@ -19,6 +19,7 @@ from ray import tune
 from ..config import TrialConfig, flat_config
 from ..io import CACHE_ENV, is_uri, join
 from ..results.sink import ParquetSink
+from ..untrusted import record_driver_state, record_staged_driver_state, verify_driver_state
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 
 # environment a trial needs on every node (set on the driver → passed through the runtime env)
@@ -45,6 +46,31 @@ def _trial_dirname(trial) -> str:
     propose one config twice, and two trials must never share a checkpoint directory."""
     cfg = TrialConfig.from_dict(flat_config(trial.config))
     return f"{cfg.short_name()}-{trial.trial_id.rsplit('_', 1)[-1]}"
+
+
+class DriverStateRecorder(tune.Callback):
+    """Records on the head the sha256 of the driver state Tune is about to upload (orca_ray.untrusted), so a
+    later resume can refuse files this head did not write.
+
+    Tune asks every callback for its state while it saves the experiment state into its local staging folder,
+    right before uploading that folder: the recorder digests the folder then and returns no state itself.
+
+    Args:
+        experiment: the experiment folder in the sweep storage (`SweepSpec.experiment_path`).
+    """
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self._staging: str | None = None
+
+    def on_step_begin(self, iteration: int, trials: list, **info):
+        if self._staging is None and trials:
+            self._staging = trials[0].local_experiment_path
+
+    def get_state(self) -> None:
+        if self._staging:
+            record_driver_state(self.experiment, source=self._staging, staging=self._staging)
+        return None
 
 
 def connect(address: str | None) -> str | None:
@@ -84,6 +110,8 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     if tune.Tuner.can_restore(spec.experiment_path):
+        # Tune unpickles what it restores: only files this head wrote (or --trust-storage)
+        verify_driver_state(spec.experiment_path, trust=spec.trust_storage)
         print(
             f"resuming sweep {spec.name!r} from {spec.experiment_path}: finished trials are kept, unfinished "
             "ones continue from their last checkpoint",
@@ -129,10 +157,15 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
             storage_path=spec.storage if is_uri(spec.storage) else join(spec.storage),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ParquetSink(spec.results_root, sweep=spec.name), *spec.extra_callbacks],
+            callbacks=[
+                ParquetSink(spec.results_root, sweep=spec.name),
+                DriverStateRecorder(spec.experiment_path),
+                *spec.extra_callbacks,
+            ],
             verbose=1,
         ),
     )
+    record_driver_state(spec.experiment_path, only=["tuner.pkl"])  # written by the Tuner just now
     return tuner, False
 
 
@@ -152,7 +185,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     if restored:
         _warn_unrunnable_cells(spec, tuner)
     t0 = time.time()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        record_staged_driver_state(spec.experiment_path)
     errors = [r for r in grid if r.error is not None]
     print(
         f"\nsweep {spec.name!r}: {len(grid)} trials in {time.time() - t0:.0f} s, {len(errors)} failed",

@@ -56,7 +56,7 @@ def _npz_rows(
         if fortran:  # not how the benchmark file is written; fall back to reading it whole
             f.close()
             with zf.open(f"{key}.npy") as g:
-                yield 0, np.ascontiguousarray(np.lib.format.read_array(g))
+                yield 0, np.ascontiguousarray(np.lib.format.read_array(g, allow_pickle=False))
             return
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         step = max(1, chunk_bytes // max(1, row_bytes))

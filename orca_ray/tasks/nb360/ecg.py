@@ -1,7 +1,7 @@
 """NAS-Bench-360 ECG (PhysioNet/CinC Challenge 2017 atrial fibrillation, 4 classes).
 
-Format: ``challenge2017.pkl`` {'data': recordings (1-D), 'label': 'N'/'A'/'O'/'~'} -> 0..3 (a Python pickle:
-trusted input only); every recording z-scored on its own; recordings split 80/10/10 with
+Format: ``challenge2017.pkl`` {'data': recordings (1-D), 'label': 'N'/'A'/'O'/'~'} -> 0..3 (a Python pickle,
+read through `orca_ray.untrusted`: numpy arrays and plain containers only); every recording z-scored on its own; recordings split 80/10/10 with
 ``sklearn.model_selection.train_test_split`` (test_size=0.2 then 0.5, random_state=0) as NAS-Bench-360's
 ``read_data_physionet_4_with_val`` (the split is the benchmark's, fixed, not the trial seed); windows of 1,000
 cut by ``slide_and_cut``: starts ``range(0, len - 1000, stride)`` with a class-dependent stride -- N 500,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...untrusted import UnsafePickleError, load_pickle
 from ..base import TaskDataError
 
 NB360_PAGE = "https://rtu715.github.io/NAS-Bench-360/"
@@ -133,13 +134,17 @@ NB360_TASKS = tuple(TASK_FILES)
 
 
 def require(root: Path, task: str, name: str) -> Path:
-    """The file's path, or a TaskDataError saying exactly where it goes and where to get it.
+    """The file's path, or a TaskDataError saying exactly where it goes and where to get it. When the root
+    holds a ``MANIFEST.json`` (written by ``python -m orca_ray.data stage``), the file must match it before any
+    loader reads it (see `staging.verify_staged`).
 
     Args:
         root: the data root.
         task: the NAS-Bench-360 task.
         name: the file's name in `TASK_FILES[task]`.
     """
+    from .staging import verify_staged  # staging builds on this module
+
     df = next(f for f in TASK_FILES[task] if f.name == name)
     found = df.find(Path(root))
     if found is None:
@@ -147,6 +152,7 @@ def require(root: Path, task: str, name: str) -> Path:
             f"{name}: missing ({df.what} of task {task!r}). Fix: put it at {df.where(Path(root))}; "
             f"{df.how_to_get()}. `python -m orca_ray.data check {root}` lists everything the folder needs"
         )
+    verify_staged(Path(root), found)
     return found
 
 
@@ -159,15 +165,15 @@ def _redownload(path: Path, task: str) -> str:
     return f"the file is truncated or corrupt: re-download it ({df.how_to_get() if df else NB360_PAGE})"
 
 
-# ---- readers shared by the loaders (pickle paths: trusted input only, see README) -----------------------
+# ---- readers shared by the loaders (pickles through orca_ray.untrusted: numpy arrays and plain containers) ---
 def _read_pickle(path: Path, task: str):
     try:
-        with open(path, "rb") as f:
-            try:
-                return pickle.load(f, encoding="latin1")  # torchvision's encoding for the python-2 pickles
-            except UnicodeDecodeError:
-                f.seek(0)
-                return pickle.load(f, encoding="bytes")
+        try:
+            return load_pickle(path, encoding="latin1")  # torchvision's encoding for the python-2 pickles
+        except UnicodeDecodeError:
+            return load_pickle(path, encoding="bytes")
+    except UnsafePickleError as e:  # one line: the file and the global it references
+        raise TaskDataError(str(e)) from None
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -195,9 +201,7 @@ def _field(d, key: str, path: Path, task: str):
 
 def _load_npy(path: Path, task: str) -> np.ndarray:
     try:
-        return np.load(
-            path, allow_pickle=True, encoding="bytes"
-        )  # ORCA's arguments; plain arrays need neither
+        return np.load(path, allow_pickle=False)  # plain arrays (ORCA's allow_pickle=True is not needed)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, TypeError) as e:
         raise _bad_file(
             path, f"not a readable .npy file ({type(e).__name__}: {e})", _redownload(path, task)

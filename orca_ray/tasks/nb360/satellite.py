@@ -1,7 +1,7 @@
 """NAS-Bench-360 Satellite (satellite image time series, 24 land-cover classes).
 
-Format: ``satellite_{train,test}.npy``, each a pickled dict {'data': (N, 46), 'label': 1..24} (a Python pickle:
-trusted input only); labels shifted to 0..23. NAS-Bench-360 z-scores every series on its own (mean/std over
+Format: ``satellite_{train,test}.npy``, each a pickled dict {'data': (N, 46), 'label': 1..24} (read through
+`orca_ray.untrusted.load_npy`: numpy arrays and plain containers only); labels shifted to 0..23. NAS-Bench-360 z-scores every series on its own (mean/std over
 its 46 values); ORCA feeds the raw values -- ``zscore=True`` (default) follows NAS-Bench-360, ``zscore=False``
 ORCA. Validation: the last ``len(test)`` rows of the training file, as NAS-Bench-360 (ORCA's own version
 overlaps train). Converted once per node into memory-mapped ``.npy`` files (see `cache`). Checked against ORCA (sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...untrusted import UnsafePickleError, load_npy
 from .. import register_task
 from ..base import Split, Task, TaskDataError, carve_validation
 from .cache import _check_space, _new_npy, cached_arrays
@@ -23,8 +24,10 @@ from .files import _bad_file, _field, _finite_or_fail, _int_labels, _redownload,
 
 def _satellite_dict(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        obj = np.load(path, allow_pickle=True)
+        obj = load_npy(path)
         d = obj[()] if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0 else obj
+    except UnsafePickleError as e:  # one line: the file and the global it references
+        raise TaskDataError(str(e)) from None
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, TypeError, IndexError) as e:
         raise _bad_file(
             path, f"not a readable pickled .npy ({type(e).__name__}: {e})", _redownload(path, "satellite")

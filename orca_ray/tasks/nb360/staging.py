@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import io
+from ..base import TaskDataError
 from .files import NB360_TASKS, TASK_FILES
 
 MANIFEST = "MANIFEST.json"
@@ -90,6 +91,51 @@ def read_manifest_local(root: Path) -> dict:
         raise StageError(f"{p}: unreadable manifest ({e}); delete it and stage again") from e
 
 
+def verify_staged(root: Path, path: Path) -> None:
+    """Refuse to load a file of a staged root that differs from the root's ``MANIFEST.json``.
+
+    Every node checks each file a loader is about to read (size, then sha256) against the manifest `stage`
+    wrote; a file the manifest does not list is refused too. A root without a manifest (your own download, not
+    staged) is read as it is. A verified file is remembered under the node-local cache by path, size, mtime and
+    ctime, so later loads on the node do not hash it again.
+
+    Args:
+        root: the data root, where ``MANIFEST.json`` sits.
+        path: the file under `root` about to be read.
+
+    Raises:
+        TaskDataError: one line naming the file, what differs and the fix.
+    """
+    try:
+        manifest = read_manifest_local(root)
+    except StageError as e:
+        raise TaskDataError(str(e)) from None
+    if not manifest:
+        return
+    entry = manifest.get(path.relative_to(root).as_posix())
+    fix = f"fetch or stage the root again (python -m orca_ray.data fetch/stage); {MANIFEST} is in {root}"
+    if entry is None:
+        raise TaskDataError(f"{path}: not listed in {root / MANIFEST}; refusing to load it. Fix: {fix}")
+    st = path.stat()
+    key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, entry.get("sha256")])
+    seen = io.cache_root() / "nb360" / "verified" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    if seen.exists():
+        return
+    if st.st_size != entry.get("size"):
+        raise TaskDataError(
+            f"CHECKSUM {path}: {st.st_size} bytes, {MANIFEST} says {entry.get('size')}; refusing to load it. "
+            f"Fix: {fix}"
+        )
+    sha = digests(path)["sha256"]
+    if sha != entry.get("sha256"):
+        raise TaskDataError(
+            f"CHECKSUM {path}: sha256 {sha[:16]}… differs from {MANIFEST} ({str(entry.get('sha256'))[:16]}…); "
+            f"refusing to load it. Fix: {fix}"
+        )
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    seen.touch()
+
+
 # ---- check -------------------------------------------------------------------------------------------------------
 def check(root: str | Path, tasks=None, *, hash_files: bool = True, load: bool = True) -> dict:
     """Report on a local data root (see module docstring). `report["ok"]` is False if anything is off.
@@ -130,7 +176,8 @@ def check(root: str | Path, tasks=None, *, hash_files: bool = True, load: bool =
                     f.update(digests(path))
                     f["checksum"] = _verify(f, df.name, manifest, entry["problems"])
             entry["files"].append(f)
-        if load and all(f["status"] == "present" for f in entry["files"]):
+        # never load (unpickle) a file whose checksum is off: it is not the file that was staged
+        if load and all(f["status"] == "present" for f in entry["files"]) and not entry["problems"]:
             entry["load"] = _try_load(task, root, entry["problems"])
         entry["ok"] = not entry["problems"]
         report["ok"] &= entry["ok"]
