@@ -148,6 +148,7 @@ def load_npy(path: str | os.PathLike, *, mmap_mode: str | None = None, encoding:
 
 # ---- driver state in the sweep storage --------------------------------------------------------------------------
 LEDGER_ENV = "ORCA_RAY_STATE_DIR"
+KEEP_VERSIONS = 64  # digests kept per driver-state file
 TRUST_FLAG = "--trust-storage"
 
 
@@ -243,7 +244,8 @@ def record_driver_state(
     for rel, digest in found.items():
         known = doc["files"].setdefault(rel, [])
         if digest not in known:
-            known.append(digest)
+            # the experiment state changes with every save; the storage lags the driver by an upload at most
+            known[:] = [*known, digest][-KEEP_VERSIONS:]
             changed = True
     if staging and doc.get("staging") != str(staging):
         doc["staging"] = str(staging)
