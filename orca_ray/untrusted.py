@@ -297,6 +297,7 @@ def verify_driver_state(experiment: str, *, trust: bool = False, filesystem=None
         UntrustedStateError: one line naming the first file that is not the head's (or the missing ledger)
             and the override.
     """
+    base = str(experiment).split("?", 1)[0].rstrip("/")  # a URI's query (endpoint options) is not the path
     found = driver_state_digests(experiment, filesystem=filesystem)
     if trust:
         record_driver_state(experiment, filesystem=filesystem)
@@ -304,18 +305,17 @@ def verify_driver_state(experiment: str, *, trust: bool = False, filesystem=None
     doc = _read_ledger(experiment)
     if doc is None:
         raise UntrustedStateError(
-            f"refusing to restore {experiment}: this head has no record of writing its driver state "
+            f"refusing to restore {base}: this head has no record of writing its driver state "
             f"({ledger_path(experiment)} is missing), and Tune would unpickle it; if nobody but you can write "
             f"that storage, resume with {TRUST_FLAG}"
         )
     staged = {}
     if doc.get("staging") and Path(doc["staging"]).is_dir():  # a killed driver's newest files
         staged = driver_state_digests(doc["staging"])
-    base = str(experiment).rstrip("/")
     for rel, digest in sorted(found.items()):
         if digest not in doc["files"].get(rel, ()) and digest != staged.get(rel):
             raise UntrustedStateError(
-                f"refusing to restore {experiment}: {base}/{rel} (sha256 {digest[:16]}…) is not a file this "
+                f"refusing to restore {base}: {base}/{rel} (sha256 {digest[:16]}…) is not a file this "
                 f"head wrote (ledger {ledger_path(experiment)}), and Tune would unpickle it; if nobody but you "
                 f"can write that storage, resume with {TRUST_FLAG}"
             )

@@ -283,3 +283,36 @@ def test_local_weights_are_loaded_weights_only(tmp_path):
     with pytest.raises(Exception, match="posix.system|Weights only load failed|weights_only"):
         load_body(str(folder))
     assert not canary.exists()
+
+
+def test_restore_check_on_an_object_store(tmp_path, ledgers, monkeypatch):
+    """The same check against S3 (moto on loopback): implicit directories, a URI as the ledger's key."""
+    pytest.importorskip("moto")
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {
+            "AWS_ACCESS_KEY_ID": "t",
+            "AWS_SECRET_ACCESS_KEY": "t",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(k, v)
+        uri = f"s3://sweeps/orca/sweep-1?endpoint_override={host}:{port}&scheme=http"
+        fs = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True)
+        fs.create_dir("sweeps")
+        local = make_experiment(tmp_path)
+        pafs.copy_files(str(local), "sweeps/orca/sweep-1", pafs.LocalFileSystem(), fs)
+        untrusted.record_driver_state(uri)
+        assert sorted(untrusted.verify_driver_state(uri)) == sorted(
+            untrusted.driver_state_digests(str(local))
+        )
+        with fs.open_output_stream("sweeps/orca/sweep-1/trial_a/error.pkl") as f:
+            f.write(pickle.dumps(Payload(tmp_path / "canary")))
+        with pytest.raises(UntrustedStateError, match=r"sweep-1/trial_a/error\.pkl \(sha256"):
+            untrusted.verify_driver_state(uri)
+    finally:
+        server.stop()

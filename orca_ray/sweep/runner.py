@@ -112,6 +112,8 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
     if tune.Tuner.can_restore(spec.experiment_path):
         # Tune unpickles what it restores: only files this head wrote (or --trust-storage)
         verify_driver_state(spec.experiment_path, trust=spec.trust_storage)
+        if spec.trust_storage:
+            print(f"warning: --trust-storage: restoring {spec.experiment_path} unchecked", flush=True)
         print(
             f"resuming sweep {spec.name!r} from {spec.experiment_path}: finished trials are kept, unfinished "
             "ones continue from their last checkpoint",
