@@ -106,7 +106,7 @@ def cached_arrays(
     if built:
         _prune_stale(root, task, final, [f[0] for f in fp], options)
     meta = _complete(final)
-    return {name: np.load(final / f"{name}.npy", mmap_mode="r") for name in meta["files"]}
+    return {name: np.load(final / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in meta["files"]}
 
 
 def _prune_stale(root: Path, task: str, keep: Path, source_paths: list[str], options: dict) -> None:
