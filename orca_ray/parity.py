@@ -1,0 +1,718 @@
+"""Parity with ORCA's own code: recompute every golden trace with this project's code and compare.
+
+    python -m orca_ray.parity [--golden DIR] [--only KIND ...]
+
+The golden traces (`tests/data/orca_parity/`, made by `benchmarks/orca_parity/make_golden.py` from ORCA's code
+at commit 19b8c1c) hold fixed inputs and what ORCA computed from them. Each is recomputed here with the
+functions the trainer itself uses, on the same inputs and the same (seeded) weights, and printed as one table:
+item, ORCA's value, ours, relative error, tolerance, ok. The exit status is non-zero if any item is out of
+tolerance or could not be computed (a missing function is a failing row, never a skipped one). Nothing of
+ORCA is imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .parity_spec import read_manifest, seeded_tensors, tensors_sha256
+
+DEFAULT_GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "orca_parity"
+TASK_MODALITY = {
+    "cifar100": "2d",
+    "ninapro": "2d",
+    "darcy": "2d",
+    "satellite": "1d",
+    "deepsea": "1d",
+    "ecg": "1d",
+}
+
+# tolerances (relative error) by what is compared
+EXACT = 1e-6  # copies and closed forms: LayerNorm/positions/patch conv, schedules, splits
+FWD = 1e-4  # one float32 forward pass through the same weights
+TRAIN = 2e-3  # weights after several optimiser steps (float32 accumulation order differs)
+OTDD = 1e-3  # OTDD and its gradient (annealed Sinkhorn in float32; see the README's OTDD table)
+
+
+@dataclass
+class Check:
+    """One row of the parity table.
+
+    Args:
+        item: what is compared, e.g. "refine sgd_accum: lr per micro-batch".
+        orca: ORCA's value (a scalar, or the norm of ORCA's vector).
+        ours: ours, in the same form; None when it could not be computed.
+        rel_err: ‖ours − orca‖ / ‖orca‖ (or as stated in `note`).
+        tol: the tolerance on rel_err.
+        note: why a row failed when it has no value (a missing function, an error).
+    """
+
+    item: str
+    orca: float
+    ours: float | None
+    rel_err: float
+    tol: float
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.ours is not None and math.isfinite(self.rel_err) and self.rel_err <= self.tol
+
+
+class Missing(RuntimeError):
+    """Our code lacks a function or behaviour the comparison needs."""
+
+
+def _rel(orca, ours, scale=None) -> float:
+    a = np.asarray(orca, dtype=np.float64)
+    b = np.asarray(ours, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    den = float(np.linalg.norm(a.ravel())) if scale is None else float(scale)
+    num = float(np.linalg.norm((b - a).ravel()))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def _norm(a) -> float:
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64).ravel()))
+
+
+def compare(item: str, orca, ours, tol: float, scale=None) -> Check:
+    """A row comparing two arrays (or scalars); for arrays the table shows their norms.
+
+    Args:
+        item: the row's name.
+        orca, ours: the values.
+        tol: tolerance on the relative error.
+        scale: divide the error norm by this instead of ‖orca‖ (e.g. the size of an update).
+    """
+    a, b = np.asarray(orca, dtype=np.float64), np.asarray(ours, dtype=np.float64)
+    shown = (float(a), float(b)) if a.ndim == 0 and b.ndim == 0 else (_norm(a), _norm(b))
+    note = "" if a.shape == b.shape else f"shape {tuple(b.shape)} != ORCA's {tuple(a.shape)}"
+    return Check(item, shown[0], shown[1], _rel(a, b, scale), tol, note)
+
+
+def _need(module: str, name: str):
+    import importlib
+
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise Missing(f"missing: {module}.{name}") from e
+    return obj
+
+
+# ---- golden folder ------------------------------------------------------------------------------------------
+class Golden:
+    """A golden folder: manifest, cases, and the seeded bodies written out as loadable folders."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self.seed = int(self.manifest["seed"])
+        self._tmp = None
+        self._tensors: dict[str, dict[str, np.ndarray]] = {}
+
+    def cases(self, kind: str | None = None) -> list[tuple[str, dict]]:
+        return [(n, c) for n, c in self.manifest["cases"].items() if kind is None or c["kind"] == kind]
+
+    def arrays(self, case: dict) -> dict[str, np.ndarray]:
+        with np.load(self.root / case["file"], allow_pickle=False) as z:
+            return {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+
+    def body_tensors(self, name: str) -> dict[str, np.ndarray]:
+        """The seeded weights of body `name`, checked against the SHA-256 the maker recorded."""
+        if name not in self._tensors:
+            spec = self.manifest["bodies"][name]
+            tensors = seeded_tensors(self.seed, spec["tensors"])
+            if tensors_sha256(tensors) != spec["sha256"]:
+                raise RuntimeError(
+                    f"{self.root}: seeded weights of body {name!r} do not match the recorded SHA-256"
+                )
+            self._tensors[name] = tensors
+        return self._tensors[name]
+
+    def body_folder(self, name: str, drop_path: float | None = None) -> Path:
+        """A folder with config.json + model.safetensors of a seeded body (drop_path_rate overridable)."""
+        import json
+
+        from safetensors.numpy import save_file
+
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="orca_parity_")
+        folder = Path(self._tmp.name) / f"{name}_{drop_path}"
+        if not (folder / "model.safetensors").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            cfg = json.loads((self.root / self.manifest["bodies"][name]["config"]).read_text())
+            if drop_path is not None:
+                cfg["drop_path_rate"] = drop_path
+            (folder / "config.json").write_text(json.dumps(cfg))
+            save_file(self.body_tensors(name), str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# ---- our side: bodies, tasks, models -----------------------------------------------------------------------
+def _body(golden: Golden, task: str, drop_path: float | None = None):
+    from .bodies import load_body
+
+    name = "swin" if TASK_MODALITY[task] == "2d" else "roberta"
+    return load_body(str(golden.body_folder(name, drop_path)), dropout=0.0)
+
+
+@functools.cache
+def _stand_in(task: str):
+    from .tasks import load_task
+
+    return load_task(f"synthetic-{task}", seed=0)
+
+
+def _task(task: str, case: dict):
+    """What our model and loss builders read of a task, taken from our synthetic stand-in of it (same
+    loss, metric, pos_weight as the NAS-Bench-360 task), with the golden case's shape."""
+    t = _stand_in(task)
+    shape = tuple(case.get("shape") or t.input_shape)
+    return SimpleNamespace(
+        name=task,
+        modality=t.modality,
+        kind=t.kind,
+        input_shape=shape,
+        num_outputs=t.num_outputs,
+        output_shape=(shape[-2], shape[-1]) if t.dense else None,
+        dense=t.dense,
+        loss=t.loss,
+        metric=t.metric,
+        pos_weight=t.pos_weight,
+        y_normalizer=t.y_normalizer,
+        source="golden",
+    )
+
+
+def _target_seq_len(case: dict) -> int | None:
+    return {"satellite": 512, "deepsea": 512, "ecg": 64}.get(case["task"])
+
+
+def _build_model(task_ns, body, aligned: bool, target_seq_len):
+    from . import model as M
+
+    kwargs = {"target_seq_len": target_seq_len}
+    if "aligned" in inspect.signature(M.build_model).parameters:
+        kwargs["aligned"] = aligned
+    elif not aligned:
+        raise Missing("missing: build_model(aligned=False) (ORCA's fresh embedder init at 0 embedder epochs)")
+    return M.build_model(task_ns, body, **kwargs)
+
+
+def _build_embedder(task_ns, body, aligned: bool, target_seq_len):
+    from . import model as M
+
+    kwargs = {"target_seq_len": target_seq_len}
+    if "aligned" in inspect.signature(M.build_embedder).parameters:
+        kwargs["aligned"] = aligned
+    elif not aligned:
+        raise Missing(
+            "missing: build_embedder(aligned=False) (ORCA's fresh embedder init at 0 embedder epochs)"
+        )
+    return M.build_embedder(task_ns, body, **kwargs)
+
+
+def _load_trainable(golden: Golden, model, case: dict) -> None:
+    """The seeded task-specific weights of a case into our model (ORCA's predictor.weight → predictor.linear),
+    and for a Swin dense head the decoder conv of the body checkpoint."""
+    import torch
+
+    values = seeded_tensors(golden.seed, case["trainable"])
+    ours = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, v in values.items():
+            key = name.replace("predictor.", "predictor.linear.") if name.startswith("predictor.") else name
+            if key not in ours:
+                raise Missing(f"our model has no parameter {key} (ORCA's {name})")
+            if tuple(ours[key].shape) != v.shape:
+                raise Missing(f"our {key} is {tuple(ours[key].shape)}, ORCA's {name} is {v.shape}")
+            ours[key].copy_(torch.from_numpy(v))
+        if case["task"] == "darcy":
+            body = golden.body_tensors("swin")
+            for n in ("weight", "bias"):
+                key = f"predictor.conv.{n}"
+                if key not in ours:
+                    raise Missing("our Darcy predictor has no 1x1 conv: ORCA's Swin decoder head is missing")
+                ours[key].copy_(torch.from_numpy(body[f"decoder.0.{n}"]).reshape(ours[key].shape))
+
+
+def _golden_model(golden: Golden, case: dict, drop_path: float | None = None):
+    task = _task(case["task"], case)
+    body = _body(golden, case["task"], drop_path)
+    model = _build_model(task, body, case.get("embedder_epochs", 1) > 0, _target_seq_len(case))
+    _load_trainable(golden, model, case)
+    return task, model
+
+
+# ---- checks per case kind -----------------------------------------------------------------------------------
+def check_init(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """Embedder construction and init (0 vs > 0 embedder epochs), its forward, dropout and drop-path."""
+    import torch
+
+    a = golden.arrays(case)
+    tag = f"init {case['task']} ep{case['embedder_epochs']}"
+    task = _task(case["task"], case)
+    body = _body(golden, case["task"])
+    aligned = case["embedder_epochs"] > 0
+    emb = _build_embedder(task, body, aligned, _target_seq_len(case))
+    sd = {k: v.detach().numpy() for k, v in emb.state_dict().items()}
+    yield compare(f"{tag}: LayerNorm weight", a["norm.weight"], sd["norm.weight"], EXACT)
+    yield compare(f"{tag}: LayerNorm bias", a["norm.bias"], sd["norm.bias"], EXACT)
+    yield compare(f"{tag}: conv bias", a["projection.bias"], sd["projection.bias"], EXACT)
+    w_orca, w_ours = a["projection.weight"], sd["projection.weight"]
+    deterministic = TASK_MODALITY[case["task"]] == "2d" and aligned  # the body's patch conv, tiled
+    if deterministic or w_orca.shape != w_ours.shape:
+        yield compare(f"{tag}: conv weight (body's patch conv, tiled)", w_orca, w_ours, EXACT)
+    else:  # a random init: same distribution (std within sampling error, same support)
+        tol = max(0.05, 4.0 / math.sqrt(w_orca.size))
+        kind = "Xavier-uniform gain sqrt 2" if TASK_MODALITY[case["task"]] == "1d" else "trunc-normal 0.02"
+        yield compare(f"{tag}: conv weight std ({kind})", float(w_orca.std()), float(w_ours.std()), tol)
+        # mean |w| / std tells the family apart: 0.866 for a uniform, 0.798 for a normal
+        shape_orca = float(np.abs(w_orca).mean() / w_orca.std())
+        shape_ours = float(np.abs(w_ours).mean() / w_ours.std())
+        yield compare(f"{tag}: conv weight mean|w|/std ({kind})", shape_orca, shape_ours, tol / 2)
+    if TASK_MODALITY[case["task"]] == "1d":
+        yield compare(f"{tag}: stride", case["stride"], getattr(emb, "stride", -1), EXACT)
+        pos = sd.get("positions")
+        used = case["positions_used"]
+        if pos is None:
+            yield Check(f"{tag}: positions from the body", used["std"], None, math.inf, EXACT, "no positions")
+        else:
+            yield compare(f"{tag}: positions from the body (std)", used["std"], float(pos.std()), EXACT)
+            yield compare(f"{tag}: positions from the body (mean)", used["mean"], float(pos.mean()), 1e-4)
+    # forward of the embedder with ORCA's initialised weights
+    with torch.no_grad():
+        for k in ("projection.weight", "projection.bias", "norm.weight", "norm.bias"):
+            emb.state_dict()[k].copy_(torch.from_numpy(a[k]).reshape(emb.state_dict()[k].shape))
+        tokens, grid = emb(torch.from_numpy(a["x"]))
+    yield compare(f"{tag}: embedder output (token mean)", a["tokens_mean"], tokens.mean(1).numpy(), FWD)
+    cfg = body.model.config
+    for key, value in case["dropout"].items():
+        yield compare(f"{tag}: body {key}", value, float(getattr(cfg, key, math.nan)), EXACT)
+    if "drop_path" in case:
+        dp = case["drop_path"]
+        ours = [  # a block built without drop-path (rate 0) holds an Identity
+            float(getattr(block.drop_path, "drop_prob", 0.0))
+            for layer in body.model.encoder.layers
+            for block in layer.blocks
+        ]
+        yield compare(
+            f"{tag}: Swin drop_path_rate", dp["config_drop_path_rate"], float(cfg.drop_path_rate), EXACT
+        )
+        yield compare(
+            f"{tag}: Swin drop-path per block", dp["per_block"], ours[: len(dp["per_block"])], EXACT
+        )
+
+
+def check_forward(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """The whole model on a fixed batch; Darcy's dense head on the decoder input ORCA saw."""
+    import torch
+
+    a = golden.arrays(case)
+    _, model = _golden_model(golden, case)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(a["x"]))
+        yield compare(f"forward {case['task']}: model output", a["out"], out.numpy(), FWD)
+        if "decoder_in" in a:
+            d = torch.from_numpy(a["decoder_in"])
+            tokens = d.flatten(2).transpose(1, 2)
+            head = model.predictor(tokens, (d.shape[-2], d.shape[-1]))
+            yield compare("Darcy head: decoder + channel mean + pool to 85x85", a["out"], head.numpy(), FWD)
+
+
+def _hparams(case: dict):
+    from .refine import RefineHParams
+
+    o = case["optimizer"]
+    p = o["params"]
+    return RefineHParams(
+        optimizer=o["name"].lower(),
+        lr=p["lr"],
+        betas=tuple(p.get("betas", (0.9, 0.98))),
+        momentum=p.get("momentum", 0.9),
+        weight_decay=p["weight_decay"],
+        epochs=case["epochs"],
+        batch_size=case["batch"],
+        accum=case["accum"],
+        clip=None if case["clip"] <= 0 else case["clip"],
+        warmup_epochs=case["warmup_epochs"],
+        decay_epochs=case["decay_epochs"],
+    )
+
+
+def _loss_fn(task_ns, y_mean=None, y_std=None):
+    from . import refine
+    from .tasks import UnitGaussianNormalizer
+
+    if y_mean is not None:
+        task_ns.y_normalizer = UnitGaussianNormalizer(mean=y_mean, std=y_std)
+    if hasattr(refine.TaskLoss, "for_task"):
+        return refine.TaskLoss.for_task(task_ns)
+    return refine.TaskLoss(task_ns)
+
+
+def check_refine(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """N refine micro-batches through our training loop: lr per micro-batch, losses, clipping, which
+    micro-batches step, and the weights after each step and at the end."""
+    import torch
+
+    train_epoch = _need("orca_ray.refine", "train_epoch")
+    make_scheduler = _need("orca_ray.refine", "make_scheduler")
+    from .model import trainable_parameters
+    from .refine import make_optimizer
+
+    a = golden.arrays(case)
+    fam = f"refine {case['family']}"
+    task, model = _golden_model(golden, case, drop_path=0.0)
+    hp = _hparams(case)
+    params = trainable_parameters(model)
+    opt = make_optimizer(params, hp)
+    sched = make_scheduler(opt, hp, case["micro_per_epoch"])
+    loss_fn = _loss_fn(task, a.get("y_mean"), a.get("y_std"))
+    parts = {"embedder": model.embedder, "body": model.body, "predictor": model.predictor}
+
+    def part_norms():
+        return {
+            k: math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in m.parameters()))
+            for k, m in parts.items()
+        }
+
+    initial_norms = part_norms()
+    rec = {"lr": [], "loss": [], "clip": [], "stepped": [], "norms": []}
+    counter = {"i": 0}
+
+    def on_micro(mb):
+        counter["i"] += 1
+        rec["lr"].append(mb.lr)
+        rec["loss"].append(mb.loss)
+        if mb.grad_norm is not None:
+            rec["clip"].append(mb.grad_norm)
+        if mb.stepped:
+            rec["stepped"].append(counter["i"])
+            rec["norms"].append(part_norms())
+
+    y = a["y"]
+    losses = []
+    for _ in range(case["epochs"]):
+        batches = [
+            (torch.from_numpy(a["x"][i]), torch.from_numpy(y[i])) for i in range(case["micro_per_epoch"])
+        ]
+        losses.append(
+            train_epoch(
+                model, batches, loss_fn, opt, sched, accum=hp.accum, clip=hp.clip, on_micro_batch=on_micro
+            )
+        )
+    yield compare(f"{fam}: scheduler lr per micro-batch", case["lr"], rec["lr"], EXACT)
+    yield compare(f"{fam}: loss per micro-batch", case["loss"], rec["loss"], TRAIN)
+    orca_steps, ours_steps = case["step_after_micro"], rec["stepped"]
+    yield Check(
+        f"{fam}: accumulation: optimiser steps, after micro-batches {orca_steps}",
+        float(len(orca_steps)),
+        float(len(ours_steps)),
+        0.0 if ours_steps == orca_steps else 1.0,
+        EXACT,
+        "" if ours_steps == orca_steps else f"ours stepped after micro-batches {ours_steps}",
+    )
+    if case["clip_norm"]:
+        yield compare(
+            f"{fam}: clipping: grad norm before clip, per micro-batch", case["clip_norm"], rec["clip"], TRAIN
+        )
+    for part in ("embedder", "body", "predictor"):
+        if part == "embedder" and TASK_MODALITY[case["task"]] == "1d":
+            continue  # ORCA's 1D embedder holds the body's whole 514-row position table: see the final tensors
+        orca_d = [s[part] - case["initial_param_norms"][part] for s in case["step_param_norms"]]
+        ours_d = [s[part] - initial_norms[part] for s in rec["norms"]]
+        yield compare(f"{fam}: {part} weight-norm change after each step", orca_d, ours_d, 5 * TRAIN)
+    yield compare(f"{fam}: train loss per epoch", case["train_loss"], losses, TRAIN)
+    start = seeded_tensors(golden.seed, case["trainable"])
+    for key, ours_t, start_key in (
+        ("final_embedder_projection", model.embedder.projection.weight, "embedder.projection.weight"),
+        ("final_embedder_norm_weight", model.embedder.norm.weight, "embedder.norm.weight"),
+    ):
+        o = a[key].reshape(-1)
+        update = _norm(o - start[start_key].reshape(-1))
+        yield compare(
+            f"{fam}: {key[6:]} after training (error / update)",
+            o,
+            ours_t.detach().numpy().reshape(-1),
+            5 * TRAIN,
+            scale=update,
+        )
+
+
+def check_align(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """One align epoch: the class-weighted OTDD and the embedder gradient; 2D: the proxy features."""
+    import torch
+
+    a = golden.arrays(case)
+    tag = f"align {case['task']} ({case['proxy']} proxy)"
+    task = _task(case["task"], case)
+    body = _body(golden, case["task"])
+    if "proxy_images" in a:
+        from . import proxies
+
+        features = getattr(proxies, "patch_embedding_features", None) or proxies._patch_embedding_features
+        feats = features(body, a["proxy_images"], torch.device("cpu"))
+        yield compare(
+            f"{tag}: proxy features (body patch embedding, token mean)",
+            a["proxy_features"],
+            feats.numpy(),
+            FWD,
+        )
+        proxy_x = a["proxy_features"]
+    else:
+        proxy_x = a["proxy_x"]
+    from .align import AlignHParams
+    from .refine import RefineHParams
+
+    o = {"satellite": ("adamw", 3e-4), "ninapro": ("adam", 1e-4)}[case["task"]]
+    hp = AlignHParams.from_refine(RefineHParams(optimizer=o[0], lr=o[1]), case["task"])
+    yield compare(f"{tag}: align lr (x10 when lr <= 1e-3)", case["align_lr"], hp.lr, EXACT)
+    class_weighted_otdd = _need("orca_ray.align", "class_weighted_otdd")
+    from .otdd import ProxyDistance
+
+    emb = _build_embedder(task, body, True, _target_seq_len(case))
+    values = seeded_tensors(golden.seed, case["trainable"])
+    with torch.no_grad():
+        sd = dict(emb.named_parameters())
+        for k, v in values.items():
+            sd[k.removeprefix("embedder.")].copy_(torch.from_numpy(v))
+    distance = ProxyDistance(torch.from_numpy(proxy_x), torch.from_numpy(a["proxy_y"]))
+    labels = torch.from_numpy(a["target_y"])
+    weights = torch.tensor(case["class_weights"], dtype=torch.float32)
+    loss = class_weighted_otdd(emb, distance, torch.from_numpy(a["target_x"]), labels, weights)
+    loss.backward()
+    yield compare(f"{tag}: class-weighted OTDD loss", case["loss"], float(loss.detach()), OTDD)
+    grads = {n: p.grad.numpy() for n, p in emb.named_parameters() if p.grad is not None}
+    for key in ("projection.weight", "projection.bias", "norm.weight", "norm.bias"):
+        yield compare(
+            f"{tag}: embedder gradient {key}", a[f"grad.{key}"], grads.get(key, np.zeros(0)), OTDD * 10
+        )
+    if "grad.positions" in a:
+        yield compare(
+            f"{tag}: embedder gradient positions",
+            a["grad.positions"],
+            grads.get("positions", np.zeros(0)),
+            OTDD * 10,
+        )
+
+
+def check_loss(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """A task's training loss on fixed outputs and targets."""
+    import torch
+
+    a = golden.arrays(case)
+    task = _task(case["task"], {"task": case["task"]})
+    fn = _loss_fn(task, a.get("y_mean"), a.get("y_std"))
+    y = torch.from_numpy(a["y"])
+    value = float(fn(torch.from_numpy(a["out"]), y))
+    yield compare(f"loss {case['task']} ({case['loss_class']})", case["value"], value, FWD)
+
+
+def check_metric(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """A task's metric in ORCA's chunked form (chunks of >= eval_batch_size samples, averaged)."""
+    a = golden.arrays(case)
+    task = _task(case["task"], {"task": case["task"]})
+    out, y = a["out"], a["y"]
+    if task.kind == "multilabel":
+        out = 1.0 / (1.0 + np.exp(-out.astype(np.float64)))
+    if "y_mean" in a:
+        from .tasks import UnitGaussianNormalizer
+
+        norm = UnitGaussianNormalizer(mean=a["y_mean"], std=a["y_std"])
+        out, y = norm.decode(out), norm.decode(y)
+    orca_chunks = _need("orca_ray.metrics", "orca_chunks")
+    chunked_metric = _need("orca_ray.metrics", "chunked_metric")
+    chunks = orca_chunks(len(y), case["batch"], case["eval_batch_size"])
+    value = chunked_metric(task.metric, y, out, chunks)
+    yield compare(f"metric {case['task']} ({task.metric}, chunked as ORCA)", case["score"], value, FWD)
+
+
+def check_schedules(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """ORCA's WarmupLR per micro-batch (from lr 0) for each task's config; the align StepLR per epoch."""
+    import torch
+
+    from .refine import RefineHParams
+
+    a = golden.arrays(case)
+    n = case["n_train"]
+    for task, w in case["warmup"].items():
+        hp = RefineHParams(warmup_epochs=w["warmup_epochs"], decay_epochs=w["decay_epochs"])
+        steps = np.arange(len(a[f"warmup_{task}"]))
+        if hasattr(hp, "lr_lambda"):
+            fn = hp.lr_lambda(n)
+            ours = [fn(int(s)) for s in steps]
+        else:  # a per-epoch schedule: what our trainer applies to each micro-batch
+            ours = [hp.lr_factor(int(s) // n) for s in steps]
+        yield compare(
+            f"schedule {task}: warmup/decay factor per micro-batch", a[f"warmup_{task}"], ours, EXACT
+        )
+    make_align_scheduler = _need("orca_ray.align", "make_align_scheduler")
+    from .align import AlignHParams
+
+    hp = AlignHParams(milestones=tuple(case["step"]["sched"]), gamma=case["step"]["base"])
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = make_align_scheduler(opt, hp)
+    ours = []
+    for _ in range(len(a["step_align"])):
+        ours.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    yield compare("schedule align: StepLR factor per embedder epoch", a["step_align"], ours, EXACT)
+
+
+def check_ecg(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """ORCA's ECG protocol: z-score per recording, 90/10 split of recordings, class-dependent window strides."""
+    a = golden.arrays(case)
+    split = _need("orca_ray.tasks.nb360.ecg", "orca_ecg_split")
+    offsets = np.concatenate([[0], np.cumsum(a["lengths"])])
+    recs = [a["recordings"][offsets[i] : offsets[i + 1]] for i in range(len(a["lengths"]))]
+    got = split(recs, a["labels"])
+    for key in ("train", "test"):
+        orca = a[f"{key}_windows"]
+        ours = np.array(sorted(map(tuple, np.asarray(got[f"{key}_windows"]).tolist())), dtype=np.int64)
+        same = ours.shape == orca.shape and bool(np.all(ours == orca))
+        yield Check(
+            f"ECG split: {key} windows (recording, start, label)",
+            float(len(orca)),
+            float(len(ours)),
+            0.0 if same else 1.0,
+            EXACT,
+        )
+        if key + "_x" in got:
+            yield compare(
+                f"ECG split: {key} window values (sum)",
+                case[f"{key}_sum"],
+                float(np.sum(got[key + "_x"], dtype=np.float64)),
+                FWD,
+            )
+
+
+def check_satellite(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """Satellite inputs under protocol orca: raw values (no per-series z-scoring), labels − 1."""
+    a = golden.arrays(case)
+    fn = _need("orca_ray.tasks.nb360.satellite", "satellite_arrays")
+    for split in ("train", "test"):
+        x, y = fn(a[f"raw_{split}"], a[f"label_{split}"], protocol="orca")
+        yield compare(
+            f"Satellite {split} inputs (raw)", a[f"orca_x_{split}"], np.asarray(x, dtype=np.float32), EXACT
+        )
+        yield compare(f"Satellite {split} labels", a[f"orca_y_{split}"], np.asarray(y), EXACT)
+
+
+CHECKS: dict[str, Callable[[Golden, str, dict], Iterator[Check]]] = {
+    "init": check_init,
+    "forward": check_forward,
+    "refine": check_refine,
+    "align": check_align,
+    "loss": check_loss,
+    "metric": check_metric,
+    "schedules": check_schedules,
+    "ecg_split": check_ecg,
+    "satellite": check_satellite,
+}
+
+
+def run_case(golden: Golden, name: str, case: dict) -> list[Check]:
+    """All rows of one golden case; a case our code cannot compute becomes one failing row saying why."""
+    rows: list[Check] = []
+    try:
+        for row in CHECKS[case["kind"]](golden, name, case):
+            rows.append(row)
+    except Missing as e:
+        rows.append(Check(f"{name}: (rest of case)" if rows else name, math.nan, None, math.inf, 0.0, str(e)))
+    except Exception as e:  # a crash in our code is a failed comparison, reported, not a crashed table
+        rows.append(
+            Check(
+                f"{name}: (rest of case)" if rows else name,
+                math.nan,
+                None,
+                math.inf,
+                0.0,
+                f"{type(e).__name__}: {e}",
+            )
+        )
+    return rows
+
+
+def run_all(golden_dir: str | Path = DEFAULT_GOLDEN, only: list[str] | None = None) -> list[Check]:
+    """Every row for every golden case present (optionally only some case kinds).
+
+    Args:
+        golden_dir: the golden folder.
+        only: case kinds to run (init, forward, refine, align, loss, metric, schedules, ecg_split, satellite).
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    torch.manual_seed(0)
+    golden = Golden(golden_dir)
+    try:
+        rows: list[Check] = []
+        for name, case in golden.cases():
+            if only and case["kind"] not in only:
+                continue
+            rows.extend(run_case(golden, name, case))
+        return rows
+    finally:
+        golden.close()
+
+
+def format_table(rows: list[Check]) -> str:
+    """The parity table as text (one line per row, failing rows say why)."""
+
+    def num(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+    width = max([len(r.item) for r in rows] + [4])
+    lines = [f"{'item':<{width}}  {'ORCA':>12}  {'ours':>12}  {'rel.err':>9}  {'tol':>7}  ok"]
+    for r in rows:
+        err = "-" if not math.isfinite(r.rel_err) else f"{r.rel_err:.2e}"
+        tol = "-" if r.ours is None else f"{r.tol:.0e}"
+        line = f"{r.item:<{width}}  {num(r.orca):>12}  {num(r.ours):>12}  {err:>9}  {tol:>7}  {'yes' if r.ok else 'NO'}"
+        lines.append(line + (f"  ({r.note})" if r.note else ""))
+    bad = sum(not r.ok for r in rows)
+    lines.append(f"{len(rows) - bad} of {len(rows)} items within tolerance")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m orca_ray.parity", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--golden", default=str(DEFAULT_GOLDEN), help="golden folder (default: the shipped traces)"
+    )
+    p.add_argument("--only", nargs="*", help="case kinds: " + ", ".join(CHECKS))
+    args = p.parse_args(argv)
+    rows = run_all(args.golden, args.only)
+    print(format_table(rows))
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
