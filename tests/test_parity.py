@@ -14,7 +14,18 @@ SLOW_TASKS = {"cifar100", "ninapro", "darcy"}
 
 # Items main cannot reproduce until the ORCA trainer work (issue 13, branch orca-trainer) lands; strict, so
 # each flips to a failure the moment it passes and its entry must then be removed.
-EXPECTED_TO_FAIL: set[str] = set()
+EXPECTED_TO_FAIL = {
+    *(f"init_{t}_ep0" for t in ("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg")),  # fresh init
+    *(f"init_{t}_ep60" for t in ("cifar100", "ninapro", "darcy")),  # Swin drop-path; NinaPro's tiled conv
+    "forward_darcy",  # ORCA's Swin decoder head
+    *(f"refine_{f}" for f in ("sgd_accum", "adam_clip", "adamw_warmup", "adamw_darcy")),  # train_one_epoch
+    "align_1d",
+    "align_2d",  # class_weighted_otdd
+    *(f"metric_{t}" for t in ("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg")),  # chunked
+    "ecg_split",
+    "satellite_raw",
+    "schedules",  # per-micro-batch warmup from lr 0; StepLR as ORCA
+}
 
 
 def _marks(name: str, case: dict):
