@@ -709,7 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--only", nargs="*", help="case kinds: " + ", ".join(CHECKS))
     args = p.parse_args(argv)
-    rows = run_all(args.golden, args.only)
+    try:
+        rows = run_all(args.golden, args.only)
+    except (FileNotFoundError, ValueError) as e:  # no golden folder, or one of another format
+        print(f"orca_ray.parity: {e}", file=sys.stderr)
+        return 2
     print(format_table(rows))
     return 0 if rows and all(r.ok for r in rows) else 1
 
