@@ -104,7 +104,7 @@ def test_npz_loader_kinds(tmp_path):
     [
         (dict(x_train=np.zeros((20, 2, 2, 2, 2))), "x_train", "expected"),
         (dict(x_train=np.full((20, 1, 8), np.nan, np.float32)), "train.x", "NaN"),
-        (dict(y_test=np.array([0, 1, -1, 0])), "test.y", "outside"),
+        (dict(y_test=np.array([0, 1, -1, 0])), "y_test", "label '-1' never occurs in training"),
         (dict(y_train=np.zeros(19, int)), "y_train", "19 rows"),
         (dict(x_test=np.zeros((4, 1, 9), np.float32)), "test.x", "sample shape"),
     ],

@@ -4,6 +4,8 @@
     load_task("basicmotions")                 # sktime's bundled UEA series, 1D
     load_task("synthetic-darcy", seed=3)      # NAS-Bench-360 shapes and types, generated
     load_task("npz:/path/to/arrays.npz")      # x_train / y_train / x_test / y_test
+    load_task("ucr:/data/UCRArchive_2018/GunPoint")   # <Name>_TRAIN.tsv / _TEST.tsv (or .ts)
+    load_task("imagefolder:/data/pets")       # train/<class>/*.png, test/<class>/..., optional val/
     load_task("satellite", data_root="/data/nb360")
 
 Every factory returns a validated `Task` with a seeded validation split carved from train.
@@ -29,6 +31,8 @@ __all__ = [
     "available_tasks",
     "task_info",
     "TaskInfo",
+    "PATH_PREFIXES",
+    "split_spec",
 ]
 
 
@@ -73,20 +77,36 @@ def available_tasks() -> list[TaskInfo]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
 
 
-def task_info(name: str) -> TaskInfo:
-    """Registry entry for a task name ("npz:PATH" maps to the generic array loader); unknown names fail
-    listing the known ones.
+# task specs "<prefix>:<path>" read the user's own files; the registry entry is the prefix
+PATH_PREFIXES = ("npz", "ucr", "imagefolder")
+PATH_FORMS = "'npz:/path/file.npz', 'ucr:/path/DIR' or 'imagefolder:/path/DIR' for your own data"
+
+
+def split_spec(name: str) -> tuple[str, str | None]:
+    """("npz", "/data/x.npz") for a path spec, (name, None) for a registered task name.
 
     Args:
-        name: a task name as given to `load_task`.
+        name: a task spec as given on the command line.
+    """
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in PATH_PREFIXES:
+        return prefix, rest
+    return name, None
+
+
+def task_info(name: str) -> TaskInfo:
+    """Registry entry for a task spec ("npz:PATH", "ucr:DIR", "imagefolder:DIR" map to their loaders).
+
+    Args:
+        name: a task name or path spec.
     """
     _import_loaders()
-    key = "npz" if name.startswith("npz:") else name
+    key, path = split_spec(name)
+    if path is not None and not path:
+        raise KeyError(f"task {name!r} names no path: give e.g. {key}:/path/to/data")
     if key not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(
-            f"unknown task {name!r}. Known tasks: {known}; or 'npz:/path/file.npz' for your own arrays"
-        )
+        known = ", ".join(n for n in sorted(_REGISTRY) if n not in PATH_PREFIXES)
+        raise KeyError(f"unknown task {name!r}. Known tasks: {known}; or {PATH_FORMS}")
     return _REGISTRY[key]
 
 
@@ -103,7 +123,8 @@ def load_task(
     """Load a validated task by name, with a seeded validation split carved from train (never from test).
 
     Args:
-        name: a registered task name (`available_tasks`) or "npz:/path/file.npz".
+        name: a registered task name (`available_tasks`) or a path spec ("npz:PATH", "ucr:DIR",
+            "imagefolder:DIR").
         data_root: folder with the task's files (NAS-Bench-360 tasks need it).
         seed: seed of the validation split and of the subsets.
         val_fraction: fraction of train held out for validation (tasks with a given split ignore it).
@@ -112,8 +133,9 @@ def load_task(
         options: loader-specific options (e.g. satellite's `zscore`, ecg's `window`).
     """
     info = task_info(name)
-    if name.startswith("npz:"):
-        options["path"] = name[4:]
+    _, path = split_spec(name)
+    if path is not None:
+        options["path"] = path
     if info.needs_data_root and data_root is None:
         raise TaskDataError(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
@@ -136,4 +158,4 @@ def load_task(
 
 def _import_loaders() -> None:
     # imported lazily: the loaders pull in sklearn / sktime / scipy, which a sweep driver may not need
-    from . import arrays, bundled, nb360, synthetic  # noqa: F401
+    from . import arrays, bundled, imagefolder, nb360, synthetic, ucr  # noqa: F401

@@ -1,9 +1,11 @@
 """Your own arrays as a task: `load_task("npz:/path/data.npz")`.
 
 The file holds x_train, y_train, x_test, y_test (and optionally x_val, y_val; else val is carved from train).
-x: (N, C, L) → 1D, (N, C, H, W) → 2D, (N, L) → 1D with one channel. y: integers (N,) → classification;
-0/1 floats (N, K) → multilabel; floats shaped like a grid (N, L) / (N, H, W) → dense regression
-(normalised per element with training statistics; the metric is computed after de-normalising).
+x: (N, C, L) → 1D, (N, C, H, W) → 2D, (N, L) → 1D with one channel. y: class labels (N,) in any convention
+(integers of any range, strings, integer-valued floats; see tasks.labels) → classification, remapped to
+0..K-1 with the original labels kept as `class_names`; 0/1 floats (N, K) → multilabel; floats shaped like a
+grid (N, L) / (N, H, W) → dense regression (normalised per element with training statistics; the metric is
+computed after de-normalising).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from . import register_task
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation
+from .labels import LabelCoding, is_class_labels
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
@@ -42,7 +45,17 @@ def load_npz_task(
         raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")
     try:
         with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            arrays = {}
+            for k in z.files:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise TaskDataError(
+                        f"{p}: field {k} is a Python-object array, which would need pickle to load. Fix: save "
+                        f"it as numbers or fixed-width strings (np.asarray(labels, dtype=str))"
+                    ) from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from e
     missing = [k for k in REQUIRED if k not in arrays]
@@ -73,15 +86,16 @@ def load_npz_task(
     x_tr, y_tr = splits["train"]
     kind = kind or _infer_kind(y_tr, x_tr)
     modality = "1d" if x_tr.ndim == 3 else "2d"
-    normalizer, output_shape = None, None
+    normalizer, output_shape, class_names = None, None, None
     if kind == "classification":
         for s, (_, y) in splits.items():
-            if not np.issubdtype(y.dtype, np.integer):
+            if y.ndim != 1:
                 raise TaskDataError(
-                    f"{p}: field y_{s}: classification labels must be integers, got {y.dtype}"
+                    f"{p}: field y_{s}: classification labels must have shape (N,), got {tuple(y.shape)}"
                 )
-        num_outputs = int(max(y.max() for _, y in splits.values())) + 1
-        splits = {s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}
+        coding = LabelCoding.fit(y_tr, where=f"{p}: field y_train")
+        splits = {s: (x, coding.encode(y, where=f"{p}: field y_{s}")) for s, (x, y) in splits.items()}
+        num_outputs, class_names = coding.num_classes, coding.names
     elif kind == "multilabel":
         num_outputs = y_tr.shape[1]
         splits = {s: (x, y.astype(np.float32)) for s, (x, y) in splits.items()}
@@ -95,7 +109,9 @@ def load_npz_task(
     if "val" in splits:
         val = Split(*splits["val"])
     else:
-        train, val = carve_validation(train, val_fraction, seed, stratify=kind == "classification")
+        train, val = carve_validation(
+            train, val_fraction, seed, stratify=kind == "classification", source=str(p)
+        )
     return Task(
         name=f"npz:{p.name}",
         modality=modality,
@@ -108,11 +124,13 @@ def load_npz_task(
         source=str(p),
         output_shape=output_shape,
         y_normalizer=normalizer,
+        class_names=class_names,
+        files=(str(p),),
     )
 
 
 def _infer_kind(y: np.ndarray, x: np.ndarray) -> str:
-    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
+    if is_class_labels(y):
         return "classification"
     if y.ndim == 2 and y.shape[1:] != x.shape[2:] and np.isin(y[:1000], (0, 1)).all():
         return "multilabel"

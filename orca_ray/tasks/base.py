@@ -7,11 +7,14 @@ naming the file and the field, so a bad file fails at load time rather than thre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 Modality = Literal["1d", "2d"]
 Kind = Literal["classification", "multilabel", "regression"]
@@ -109,8 +112,9 @@ class Task:
     loss: str = ""
     pos_weight: float | None = None  # BCE positive-class weight (DeepSEA: 4)
     y_normalizer: UnitGaussianNormalizer | None = None  # dense regression targets are stored normalised
-    class_names: tuple[str, ...] | None = None
+    class_names: tuple[str, ...] | None = None  # original label of each class index (e.g. "1".."24")
     notes: dict = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # local files the data was read from; their content keys the caches
 
     def __post_init__(self):
         if not self.metric:
@@ -170,6 +174,8 @@ class Task:
             )
         if self.num_outputs < 1 or (self.kind == "classification" and self.num_outputs < 2):
             self._fail("num_outputs", f"got {self.num_outputs}")
+        if self.class_names is not None and len(self.class_names) != self.num_outputs:
+            self._fail("class_names", f"{len(self.class_names)} names for {self.num_outputs} classes")
         if self.kind == "regression" and self.output_shape is None:
             self._fail("output_shape", "a regression task here is dense: give the output grid")
         for split_name, split in self.splits().items():
@@ -248,17 +254,22 @@ def _check_finite(task: Task, field_name: str, a: np.ndarray, chunk_bytes: int =
             task._fail(field_name, f"contains NaN or inf (first at row {bad})", "clean or impute the data")
 
 
-def carve_validation(train: Split, fraction: float, seed: int, stratify: bool = True) -> tuple[Split, Split]:
+def carve_validation(
+    train: Split, fraction: float, seed: int, stratify: bool = True, *, source: str = ""
+) -> tuple[Split, Split]:
     """Split a seeded validation set off the training split (never select on test).
 
-    Classification is stratified per class (every class keeps at least one training sample). When `groups`
-    is set (ECG recordings) whole groups move, so no recording straddles train and val.
+    Classification is stratified per class. When classes are too small for that (e.g. two samples per class
+    at fraction 0.2 leaves no class a validation sample), a seeded unstratified carve of round(fraction · N)
+    samples is taken instead and one line says so; either way every class keeps a training sample. When
+    `groups` is set (ECG recordings) whole groups move, so no recording straddles train and val.
 
     Args:
-        train: the training split.
-        fraction: share of samples (or groups) held out, in (0, 1).
-        seed: seed of the draw.
-        stratify: stratify integer class labels per class.
+        train: the training split to carve from.
+        fraction: share of the samples (or groups) that go to validation, in (0, 1).
+        seed: seeds the choice.
+        stratify: carve per class (classification labels only).
+        source: the data's file or name, for the messages.
 
     Returns:
         (train, val).
@@ -267,24 +278,71 @@ def carve_validation(train: Split, fraction: float, seed: int, stratify: bool = 
         raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     n = len(train)
+    where = f"{source}: " if source else ""
     if train.groups is not None:
         units = np.unique(train.groups)
-        n_val = max(1, round(fraction * len(units)))
-        val_units = rng.choice(units, size=n_val, replace=False)
-        is_val = np.isin(train.groups, val_units)
-    elif stratify and train.y.ndim == 1 and np.issubdtype(train.y.dtype, np.integer):
-        is_val = np.zeros(n, dtype=bool)
+        if len(units) < 2:
+            raise TaskDataError(
+                f"{where}field train.groups: one group only, so no validation group can be carved. "
+                f"Fix: give a validation split"
+            )
+        n_val = min(len(units) - 1, max(1, round(fraction * len(units))))
+        is_val = np.isin(train.groups, rng.choice(units, size=n_val, replace=False))
+        return train.subset(np.flatnonzero(~is_val)), train.subset(np.flatnonzero(is_val))
+    want = max(1, round(fraction * n))
+    is_class = train.y.ndim == 1 and np.issubdtype(train.y.dtype, np.integer)
+    is_val = np.zeros(n, dtype=bool)
+    if stratify and is_class:
         for c in np.unique(train.y):
             idx = np.flatnonzero(train.y == c)
             k = min(len(idx) - 1, round(fraction * len(idx)))
             if k > 0:
                 is_val[rng.choice(idx, size=k, replace=False)] = True
-    else:
-        is_val = np.zeros(n, dtype=bool)
-        is_val[rng.choice(n, size=max(1, round(fraction * n)), replace=False)] = True
-    if is_val.all() or not is_val.any():
-        raise ValueError(f"cannot carve a validation split of fraction {fraction} from {n} training samples")
+        got = int(is_val.sum())
+        if got * 2 < want:  # stratifying would leave (nearly) no validation samples
+            counts = np.bincount(train.y)
+            small = int((counts[counts > 0] * fraction < 0.5).sum())
+            is_val = _carve_keeping_classes(train.y, want, rng)
+            log.warning(
+                "%sa stratified validation carve gives %d of the %d samples wanted (%d of %d classes are too "
+                "small for fraction %g); using a seeded unstratified carve of %d samples instead",
+                where,
+                got,
+                want,
+                small,
+                int((counts > 0).sum()),
+                fraction,
+                int(is_val.sum()),
+            )
+    elif n >= 2:
+        is_val[rng.choice(n, size=min(n - 1, want), replace=False)] = True
+    if not is_val.any():
+        why = (
+            "every class has a single training sample, so any validation sample would leave a class untrained"
+            if stratify and is_class
+            else f"{n} training sample(s) are too few"
+        )
+        raise TaskDataError(
+            f"{where}cannot carve a validation split from {n} training samples: {why}. Fix: give a validation "
+            f"split (npz: x_val/y_val; imagefolder: a val/ folder) or add training samples"
+        )
     return train.subset(np.flatnonzero(~is_val)), train.subset(np.flatnonzero(is_val))
+
+
+def _carve_keeping_classes(y: np.ndarray, want: int, rng: np.random.Generator) -> np.ndarray:
+    """`want` samples drawn uniformly (seeded) for validation, skipping any that would take a class's last
+    training sample."""
+    left = np.bincount(y).astype(np.int64)
+    is_val = np.zeros(len(y), dtype=bool)
+    taken = 0
+    for i in rng.permutation(len(y)):
+        if taken == want:
+            break
+        if left[y[i]] > 1:
+            left[y[i]] -= 1
+            is_val[i] = True
+            taken += 1
+    return is_val
 
 
 def limit_samples(split: Split, max_samples: int | None, seed: int, stratify: bool = False) -> Split:
