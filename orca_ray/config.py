@@ -178,8 +178,11 @@ class TrialConfig:
         return parse_freeze(self.freeze)
 
     def short_name(self) -> str:
-        """A readable, unique trial name: task, body, proxy, embedder epochs, freeze, seed and hash prefix."""
+        """A readable, unique, file-name-safe trial name: task (short form: specs may hold `/`), body, proxy,
+        embedder epochs, freeze, seed and hash prefix."""
+        from .tasks.specs import task_slug
+
         return (
-            f"{self.task}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-e{self.embedder_epochs}-"
-            f"{self.freeze}-s{self.seed}-{self.config_hash[:8]}"
+            f"{task_slug(self.task)}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-"
+            f"e{self.embedder_epochs}-{self.freeze}-s{self.seed}-{self.config_hash[:8]}"
         )

@@ -261,3 +261,45 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink(missing_ok=True)
+
+
+# ---- content fingerprints ---------------------------------------------------------------------------------------
+FINGERPRINT_SUBDIR = "fingerprints"
+
+
+def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: int = 8 << 20) -> str:
+    """sha256 over the contents of local files (in the given order), as 24 hex digits.
+
+    Hashing is done once per set of files and remembered under `<cache>/fingerprints/`, keyed by every
+    file's path, size and modification time, so a changed file is hashed again and an unchanged one is not.
+    A missing or unreadable memo is simply recomputed.
+
+    Args:
+        paths: the files.
+        cache_dir: cache folder (default `cache_root()`).
+        chunk_size: bytes per read.
+    """
+    import hashlib
+
+    paths = [str(Path(p).resolve()) for p in paths]
+    stats = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in (os.stat(p),)]
+    key = hashlib.sha256(repr(stats).encode()).hexdigest()[:32]
+    memo = cache_root(cache_dir) / FINGERPRINT_SUBDIR / key
+    try:
+        value = memo.read_text().strip()
+        if len(value) == 24:
+            return value
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(f"{os.path.basename(p)}\0".encode())
+        with open(p, "rb") as f:
+            while block := f.read(chunk_size):
+                h.update(block)
+    value = h.hexdigest()[:24]
+    try:
+        write_bytes(*resolve(memo), value.encode())
+    except OSError as e:  # a read-only cache still gets the right answer, just not remembered
+        log.info("could not remember the fingerprint in %s: %s", memo, e)
+    return value

@@ -253,3 +253,94 @@ def test_imagefolder_bad_input(tmp_path):
         load_task(f"imagefolder:{tmp_path}")
     with pytest.raises(TaskDataError, match=r"nowhere: no such folder"):
         load_task(f"imagefolder:{tmp_path}/nowhere")
+
+
+# ---- paths: any form, s3:// staged once per node, content fingerprints -------------------------------------
+def test_task_slug_is_short_safe_and_distinct():
+    from orca_ray.tasks import task_slug
+
+    a, b = task_slug("npz:/data/run 1/my.data.npz"), task_slug("npz:/other/run 1/my.data.npz")
+    assert a.startswith("npz-my.data-") and "/" not in a and " " not in a and a != b
+    assert task_slug("ucr:s3://bucket/UCR/GunPoint?endpoint_override=x:1").startswith("ucr-GunPoint-")
+    assert task_slug("digits") == "digits"
+
+
+def test_relative_and_home_paths_become_absolute(tmp_path, monkeypatch):
+    from orca_ray.tasks import absolute_spec
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert absolute_spec("npz:data/x.npz") == f"npz:{tmp_path}/data/x.npz"
+    assert absolute_spec("ucr:~/UCR/GunPoint") == f"ucr:{tmp_path}/home/UCR/GunPoint"
+    assert absolute_spec("npz:s3://b/x.npz") == "npz:s3://b/x.npz" and absolute_spec("digits") == "digits"
+
+
+def test_content_fingerprint_follows_content_and_survives_a_corrupt_memo(tmp_path):
+    import os
+
+    from orca_ray.io import FINGERPRINT_SUBDIR, content_fingerprint
+
+    f = tmp_path / "x.npz"
+    f.write_bytes(b"a" * 100)
+    cache = tmp_path / "cache"
+    first = content_fingerprint([f], cache_dir=cache)
+    assert content_fingerprint([f], cache_dir=cache) == first
+    memo = next((cache / FINGERPRINT_SUBDIR).iterdir())
+    memo.write_text("garbage")
+    assert content_fingerprint([f], cache_dir=cache) == first
+    f.write_bytes(b"b" * 100)
+    os.utime(f, ns=(1, 1))
+    assert content_fingerprint([f], cache_dir=cache) != first
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A local S3 (moto's server on loopback); yields (boto3 client, URI query for pyarrow)."""
+    import socket
+
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(k, v)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+    client.create_bucket(Bucket="data")
+    yield client, f"?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    server.stop()
+
+
+def test_s3_npz_and_ucr_prefix_are_staged_once(s3, tmp_path, monkeypatch):
+    client, query = s3
+    monkeypatch.setenv("ORCA_RAY_CACHE", str(tmp_path / "cache"))
+    x, y = sktime_arrays("GunPoint", "train")
+    buf = tmp_path / "g.npz"
+    np.savez(
+        buf, x_train=x.astype(np.float32), y_train=y.astype(int), x_test=x[:10], y_test=y[:10].astype(int)
+    )
+    client.upload_file(str(buf), "data", "sets/g.npz")
+    for split in ("TRAIN", "TEST"):
+        write_tsv(tmp_path / f"GunPoint_{split}.tsv", x[:, 0], y)
+        client.upload_file(
+            str(tmp_path / f"GunPoint_{split}.tsv"), "data", f"UCR/GunPoint/GunPoint_{split}.tsv"
+        )
+    task = load_task(f"npz:s3://data/sets/g.npz{query}")
+    assert task.num_outputs == 2 and task.fingerprint
+    staged = Path(task.files[0])
+    assert staged.is_relative_to(tmp_path / "cache" / "staged")
+    assert load_task(f"npz:s3://data/sets/g.npz{query}").files == task.files  # staged once, reused
+    assert staged.stat().st_mtime_ns == Path(task.files[0]).stat().st_mtime_ns
+    ucr = load_task(f"ucr:s3://data/UCR/GunPoint/GunPoint{query}")
+    whole = load_task(f"ucr:s3://data/UCR/GunPoint{query}")
+    assert ucr.input_shape == whole.input_shape == (1, 150) and np.array_equal(ucr.test.y, whole.test.y)
+    with pytest.raises(TaskDataError, match="no such file or folder"):
+        load_task(f"npz:s3://data/sets/absent.npz{query}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation, limit_samples
+from .specs import PATH_FORMS, PATH_PREFIXES, absolute_spec, local_path, split_spec, task_slug
 
 __all__ = [
     "Split",
@@ -33,6 +34,8 @@ __all__ = [
     "TaskInfo",
     "PATH_PREFIXES",
     "split_spec",
+    "absolute_spec",
+    "task_slug",
 ]
 
 
@@ -77,23 +80,6 @@ def available_tasks() -> list[TaskInfo]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
 
 
-# task specs "<prefix>:<path>" read the user's own files; the registry entry is the prefix
-PATH_PREFIXES = ("npz", "ucr", "imagefolder")
-PATH_FORMS = "'npz:/path/file.npz', 'ucr:/path/DIR' or 'imagefolder:/path/DIR' for your own data"
-
-
-def split_spec(name: str) -> tuple[str, str | None]:
-    """("npz", "/data/x.npz") for a path spec, (name, None) for a registered task name.
-
-    Args:
-        name: a task spec as given on the command line.
-    """
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in PATH_PREFIXES:
-        return prefix, rest
-    return name, None
-
-
 def task_info(name: str) -> TaskInfo:
     """Registry entry for a task spec ("npz:PATH", "ucr:DIR", "imagefolder:DIR" map to their loaders).
 
@@ -135,7 +121,7 @@ def load_task(
     info = task_info(name)
     _, path = split_spec(name)
     if path is not None:
-        options["path"] = path
+        options["path"] = str(local_path(path))  # s3:// / gs:// data is staged once per node
     if info.needs_data_root and data_root is None:
         raise TaskDataError(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
@@ -153,6 +139,11 @@ def load_task(
             val=limit_samples(task.val, max_eval_samples, seed + 1),
             test=limit_samples(task.test, max_eval_samples, seed + 2),
         )
+    if task.files and not task.fingerprint:
+        from ..io import content_fingerprint
+
+        # set after validation: the Task is otherwise immutable, and re-validating large arrays costs time
+        object.__setattr__(task, "fingerprint", content_fingerprint(task.files))
     return task
 
 

@@ -114,7 +114,8 @@ class Task:
     y_normalizer: UnitGaussianNormalizer | None = None  # dense regression targets are stored normalised
     class_names: tuple[str, ...] | None = None  # original label of each class index (e.g. "1".."24")
     notes: dict = field(default_factory=dict)
-    files: tuple[str, ...] = ()  # local files the data was read from; their content keys the caches
+    files: tuple[str, ...] = ()  # local files the data was read from
+    fingerprint: str = ""  # content hash of `files` (load_task sets it); keys embedder snapshots
 
     def __post_init__(self):
         if not self.metric:
