@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import file_lock, write_file
+from .io import file_lock, quarantine, write_file
 from .otdd import ProxyDistance
 from .recipes import DEFAULT_BATCH_PER_CLASS, recipe_for
 from .refine import RefineHParams, make_optimizer, pick_device
@@ -110,9 +110,18 @@ class EmbedderSnapshots:
         try:
             return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise RuntimeError(
-                f"embedder snapshot {self.path(epoch)} is unreadable ({e}); delete it to retrain"
-            ) from e
+            raise RuntimeError(f"embedder snapshot {self.path(epoch)} is unreadable ({e})") from e
+
+    def load_latest_at_most(self, epoch: int) -> tuple[int, dict] | None:
+        """(k, state) of the latest readable snapshot with k <= `epoch`, or None. An unreadable one (a crash
+        mid-write on a filesystem without atomic rename, a bad disk) is moved aside and the one below tried, so
+        the trajectory is retrained from there rather than failing the trial."""
+        for k in sorted((e for e in self.epochs() if e <= epoch), reverse=True):
+            try:
+                return k, self.load(k)
+            except RuntimeError as e:
+                quarantine(self.path(k), e.__cause__ or e)
+        return None
 
     def lock(self, timeout: float = -1):
         """The inter-process lock of this trajectory: one trial trains it at a time, the others then reuse."""
@@ -194,9 +203,9 @@ class Aligner:
     ) -> list[float]:
         on_epoch = on_epoch or (lambda *a: None)
         with self.snapshots.lock() if self.snapshots else _null():
-            start = self.snapshots.latest_at_most(epochs) if self.snapshots else None
-            if start is not None:
-                self.load_state_dict(self.snapshots.load(start))
+            found = self.snapshots.load_latest_at_most(epochs) if self.snapshots else None
+            if found is not None:
+                self.load_state_dict(found[1])
             for k, value in enumerate(self.otdd):
                 on_epoch(k, value, 0.0, True)
             while True:

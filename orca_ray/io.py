@@ -303,3 +303,23 @@ def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: 
     except OSError as e:  # a read-only cache still gets the right answer, just not remembered
         log.info("could not remember the fingerprint in %s: %s", memo, e)
     return value
+
+
+def quarantine(path: str | Path, why: object = "") -> Path:
+    """Move a corrupt cache file aside (`<name>.corrupt-<time>`) so it is rebuilt, keeping it for a post-mortem.
+
+    Args:
+        path: the unreadable file.
+        why: the error, for the one-line warning.
+
+    Returns:
+        Where the file now is.
+    """
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another process moved it first
+        return aside
+    log.warning("cache file %s is unreadable (%s); moved it to %s and rebuilding", path, why, aside.name)
+    return aside

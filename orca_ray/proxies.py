@@ -13,7 +13,8 @@ body's modality, not the target's: ORCA aligns ECG (1D) to text because its 1D b
                   (standard-normal vectors, random labels, as many classes as wnut16)
 
 `proxy_features(name, body_name, body, size, seed, ...)` returns (x (N, D) float32, y (N,) int64), computed
-once and then read from `<cache>/proxies/<key>.safetensors`, key = (proxy, body, size, seed).
+once and then read from `<cache>/proxies/<key>.safetensors`, key = (proxy, body, size, seed, content
+fingerprint of the proxy's files); an unreadable cache file is moved aside and rebuilt.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .bodies import Body, body_modality
-from .io import build_once, cache_root
+from .io import build_once, cache_root, content_fingerprint, quarantine
 from .recipes import default_proxy
 from .untrusted import UnsafePickleError, load_pickle
 
@@ -70,17 +71,47 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
     return proxy
 
 
-def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int) -> str:
-    """The file stem of cached proxy features: the proxy name and a hash of (proxy, body, size, seed).
+def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int, data: str = "") -> str:
+    """The cache file's name: the proxy, the body, the draw, and `data`, a fingerprint of the proxy's files.
 
     Args:
-        proxy: a resolved proxy name.
-        body_name: the body's name.
+        proxy: resolved proxy name.
+        body_name: body name as in the trial config.
         size: number of proxy points.
         seed: seed of the draw.
+        data: content fingerprint of the files the proxy reads ("" for generated proxies).
     """
-    digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|v1".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|{data}|v1".encode()).hexdigest()[:16]
     return f"{proxy}-{digest}"
+
+
+def proxy_files(proxy: str, data_root: str | Path | None) -> list[Path]:
+    """The files a proxy is read from (their content keys the feature cache); [] for generated proxies and
+    for data the loader will report as missing.
+
+    Args:
+        proxy: resolved proxy name.
+        data_root: the data root (cifar10, mnist, conll).
+    """
+    if proxy == "wnut16":
+        return [_wnut_path()]
+    if data_root is None:
+        return []
+    root = Path(data_root)
+    if proxy == "cifar10":
+        files = [root / "cifar-10-batches-py" / f"data_batch_{i}" for i in range(1, 6)]
+    elif proxy == "mnist":
+        files = [
+            folder / f"train-{part}-idx{n}-ubyte{suffix}"
+            for folder in (root / "MNIST" / "raw", root / "mnist", root)
+            for suffix in ("", ".gz")
+            for part, n in (("images", 3), ("labels", 1))
+        ]
+    elif proxy == "conll":
+        files = [folder / name for folder in (root, root / "text") for name in ("text_xs.npy", "text_ys.npy")]
+    else:
+        return []
+    return [f for f in files if f.is_file()]
 
 
 def proxy_features(
@@ -96,8 +127,8 @@ def proxy_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) proxy features in the body's input space: x (N, D) float32, y (N,) int64.
 
-    Computed once per node and key (proxy, body, size, seed) under a file lock, then read from
-    `<cache>/proxies/<key>.safetensors` by every trial.
+    Computed once per node and key (proxy, body, size, seed, fingerprint of the proxy's files) under a file
+    lock, then read from `<cache>/proxies/<key>.safetensors` by every trial.
 
     Args:
         proxy: a resolved proxy name (see `resolve_proxy`), not "auto" or "none".
@@ -111,7 +142,10 @@ def proxy_features(
     """
     from safetensors.torch import load_file, save_file
 
-    path = cache_root(cache_dir) / "proxies" / f"{proxy_cache_key(proxy, body_name, size, seed)}.safetensors"
+    files = proxy_files(proxy, data_root)
+    data = content_fingerprint(files, cache_dir) if files else ""
+    key = proxy_cache_key(proxy, body_name, size, seed, data)
+    path = cache_root(cache_dir) / "proxies" / f"{key}.safetensors"
 
     def build(tmp: Path) -> None:
         x, y = _compute(proxy, body, size=size, seed=seed, data_root=data_root, device=device)
@@ -123,6 +157,12 @@ def proxy_features(
             metadata={"proxy": proxy, "body": body_name, "size": str(size), "seed": str(seed)},
         )
 
+    build_once(path, build)
+    try:
+        t = load_file(str(path))
+        return t["x"], t["y"]
+    except Exception as e:  # safetensors raises its own error type for a truncated or altered file
+        quarantine(path, e)
     build_once(path, build)
     t = load_file(str(path))
     return t["x"], t["y"]

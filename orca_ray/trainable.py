@@ -12,6 +12,7 @@ and proxy features are shared on disk between trials (align.EmbedderSnapshots, p
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -33,6 +34,7 @@ from .tasks import Task, load_task
 CHECKPOINT_FILE = "trial_state.pt"
 # report(row, checkpoint state or None): how a trial hands each epoch's row to Tune (or to a test)
 Report = Callable[[dict, dict | None], None]
+log = logging.getLogger(__name__)
 
 
 def refine_hparams(cfg: TrialConfig, task: Task) -> RefineHParams:
@@ -178,7 +180,9 @@ class TrialRun:
         hp = AlignHParams.from_refine(
             self.hp, self.task.name, lr=cfg.align_lr, batch_per_class=cfg.align_batch_per_class
         )
-        snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / cfg.align_key)
+        # the data's content fingerprint is part of the key: a changed file behind the same spec realigns
+        key = cfg.align_key + (f"-d{self.task.fingerprint[:12]}" if self.task.fingerprint else "")
+        snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / key)
         aligner = Aligner(
             self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots, device=cfg.device
         )
@@ -265,11 +269,8 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
 
     cfg = TrialConfig.from_tune(config)
     task = (tasks or {}).get(task_key(cfg))
-    state = None
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    state = load_trial_state(checkpoint) if checkpoint is not None else None
     run = TrialRun(cfg, task=task)
 
     def report(row: dict, trial_state: dict | None) -> None:
@@ -281,6 +282,42 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
 
     run.run(report, state)
+
+
+def load_trial_state(checkpoint) -> dict | None:
+    """The trial state in `checkpoint`, or in the newest older one of the same trial when it is unreadable
+    (Tune keeps two, see CheckpointConfig in the sweep), or None when none is readable (the trial starts over;
+    its re-reported epochs replace the earlier rows).
+
+    Args:
+        checkpoint: the `ray.tune.Checkpoint` Tune hands a restored trial.
+    """
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    try:
+        siblings = fs.get_file_info(pafs.FileSelector(parent))
+    except OSError:
+        siblings = []
+    older = sorted(
+        (
+            i.path
+            for i in siblings
+            if i.type == pafs.FileType.Directory
+            and i.base_name.startswith("checkpoint_")
+            and i.base_name < name
+        ),
+        reverse=True,
+    )
+    for candidate in [checkpoint, *(tune.Checkpoint(p, filesystem=fs) for p in older)]:
+        try:
+            with candidate.as_directory() as d:
+                return torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        except Exception as e:  # a cut-short write shows up as several error types
+            log.warning("trial checkpoint %s is unreadable (%s); trying the one before", candidate.path, e)
+    return None
 
 
 def _nan_if_none(v):

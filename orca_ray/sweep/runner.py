@@ -158,7 +158,8 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
             name=spec.name,
             storage_path=spec.storage if is_uri(spec.storage) else join(spec.storage),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # two, so a checkpoint cut short by a crash leaves the one before (trainable.load_trial_state)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
                 ParquetSink(spec.results_root, sweep=spec.name),
                 DriverStateRecorder(spec.experiment_path),

@@ -1,0 +1,236 @@
+"""Checks that run on the driver before Ray starts, so bad input costs seconds and one clear line.
+
+    problems = preflight(configs)        # every task loaded or its files checked, every body and proxy resolved
+    check_name("my-sweep")               # a sweep name is one path component
+
+Each task of the sweep is loaded once (the user's own files: shapes, labels, splits) or, for the NAS-Bench-360
+tasks, its files are looked up under the data root (loading those converts gigabytes, which the trials do on
+their nodes). Every problem is one line naming the file and field (or the flag) and what to do;
+`PreflightError` carries them all. Nothing here starts Ray or writes to the sweep's storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import TrialConfig
+
+
+class PreflightError(ValueError):
+    """The sweep cannot start; `lines` are the problems, one line each."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = [" ".join(str(line).split()) for line in lines]  # one line each, whatever the source
+        super().__init__("\n".join(self.lines))
+
+
+# ---- command-line values -----------------------------------------------------------------------------------
+def count(minimum: int):
+    """An argparse `type` for an integer that must be at least `minimum`.
+
+    Args:
+        minimum: the smallest value accepted.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def amount(minimum: float, *, inclusive: bool = True):
+    """An argparse `type` for a number that must be at least (or above) `minimum`.
+
+    Args:
+        minimum: the bound.
+        inclusive: whether `minimum` itself is accepted.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (v >= minimum if inclusive else v > minimum) or v != v:
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse `type` for a fraction strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return v
+
+
+def check_name(name: str) -> str:
+    """A sweep name: one path component (it names a folder under the storage), no `/`, `\\` or `..`.
+
+    Args:
+        name: the `--name` value.
+    """
+    if (
+        not name
+        or "/" in name
+        or "\\" in name
+        or ".." in name
+        or name.strip() != name
+        or name.startswith(".")
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a sweep name: use letters, digits, '-', '_' or '.' (no '/', '..' or leading '.')"
+        )
+    return name
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument prints one line (`prog: error: ...`) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---- the sweep's trials ----------------------------------------------------------------------------------------
+def preflight(configs: list[TrialConfig], out=print) -> list[str]:
+    """Load or check every task, body and proxy the trials use; raise PreflightError listing every problem.
+
+    Args:
+        configs: the sweep's trials.
+        out: where progress lines go (one per task).
+
+    Returns:
+        One line per task describing what was found (also given to `out`).
+    """
+    from .tasks import task_info
+
+    problems: list[str] = []
+    lines: list[str] = []
+    seen_tasks: set = set()
+    seen_models: set = set()
+    with _notes_to(out):
+        for c in configs:
+            key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples)
+            if key not in seen_tasks:
+                seen_tasks.add(key)
+                try:
+                    info = task_info(c.task)
+                except KeyError as e:
+                    problems.append(str(e.args[0]))
+                    continue
+                line = _check_task(c, info, problems)
+                if line:
+                    lines.append(line)
+                    out(line)
+            if (c.body, c.proxy, c.preset) not in seen_models:
+                seen_models.add((c.body, c.proxy, c.preset))
+                _check_body_and_proxy(c, problems)
+    if problems:
+        raise PreflightError(list(dict.fromkeys(problems)))
+    return lines
+
+
+def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
+    from .tasks import TaskDataError, load_task
+
+    if info.needs_data_root:
+        if not c.data_root:
+            problems.append(
+                f"task {c.task!r} reads NAS-Bench-360 files: pass --data-root DIR (see "
+                f"`python -m orca_ray.data check DIR`) or use --preset demo"
+            )
+            return None
+        from .tasks.nb360.staging import check
+
+        report = check(c.data_root, [c.task], hash_files=False, load=False)
+        if "error" in report:
+            problems.append(f"--data-root {report['error']}")
+            return None
+        entry = report["tasks"][c.task]
+        problems += entry["problems"]
+        return None if entry["problems"] else f"checked {c.task}: its files are under {c.data_root}"
+    try:
+        task = load_task(
+            c.task,
+            data_root=c.data_root,
+            seed=c.seed,
+            val_fraction=c.val_fraction,
+            max_train_samples=c.max_train_samples,
+            max_eval_samples=c.max_eval_samples,
+        )
+    except (TaskDataError, OSError, ValueError) as e:
+        problems.append(f"task {c.task}: {e}" if c.task not in str(e) and "/" not in str(e) else str(e))
+        return None
+    return f"checked {describe(task)}"
+
+
+def describe(task) -> str:
+    """One line: the task, its shapes and splits, and (for classification) its classes by original name."""
+    line = task.describe()
+    if task.class_names and task.class_names != tuple(str(i) for i in range(task.num_outputs)):
+        shown = ", ".join(task.class_names[:8]) + (", ..." if task.num_outputs > 8 else "")
+        line += f"; classes 0..{task.num_outputs - 1} = {shown}"
+    for note in task.notes.values():
+        if isinstance(note, str):
+            line += f"; {note}"
+    return line
+
+
+def _check_body_and_proxy(c: TrialConfig, problems: list[str]) -> None:
+    from .bodies import BodyNotFoundError, body_modality
+    from .proxies import resolve_proxy
+
+    try:
+        body_modality(c.body)
+    except (BodyNotFoundError, OSError, ValueError) as e:
+        problems.append(f"body {c.body!r}: {e}" if c.body not in str(e) else str(e))
+        return
+    try:
+        resolve_proxy(c.proxy, c.body, c.preset)
+    except ValueError as e:
+        problems.append(str(e))
+
+
+class _notes_to:
+    """Route the task loaders' one-line notes (e.g. the validation-carve fallback) to `out` while checking."""
+
+    def __init__(self, out):
+        self.out, self.logger = out, logging.getLogger("orca_ray.tasks")
+
+    def __enter__(self):
+        out = self.out
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                out(f"  note: {record.getMessage()}")
+
+        self.handler = Handler(logging.INFO)
+        self.logger.addHandler(self.handler)
+        self.propagate, self.logger.propagate = self.logger.propagate, False
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
+
+
+def fail(e: PreflightError, file=sys.stderr) -> int:
+    """Print a PreflightError's lines as `error: ...` and return the exit code (2)."""
+    for line in e.lines:
+        print(f"error: {line}", file=file)
+    return 2
