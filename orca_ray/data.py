@@ -1,7 +1,8 @@
 """NAS-Bench-360 data roots from the command line: check what a folder holds, stage it to shared storage, fetch it
-back. The logic lives in `orca_ray.tasks.nb360.staging`.
+back. The logic lives in `orca_ray.tasks.nb360.staging`. `check` also takes one task spec of your own data.
 
     python -m orca_ray.data check ROOT [--tasks darcy ecg] [--json] [--no-load] [--no-hash]
+    python -m orca_ray.data check npz:PATH | ucr:DIR | imagefolder:DIR [--val-fraction F]   # load and describe
     python -m orca_ray.data stage ROOT DEST [--tasks ...]   # DEST: /shared/path, s3://bucket/prefix, gs://...
     python -m orca_ray.data fetch SRC DEST [--tasks ...]    # a staged copy (local or s3://, gs://) -> local DEST
 
@@ -15,6 +16,8 @@ import json
 import sys
 
 from .io import is_uri
+from .preflight import check_spec, fraction
+from .tasks import split_spec
 from .tasks.nb360.staging import StageError, check, fetch, print_check, stage
 
 
@@ -31,11 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m orca_ray.data", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="what a data root holds, what is missing and where it goes")
-    c.add_argument("root")
+    c.add_argument(
+        "root", help="a NAS-Bench-360 data root, or a task spec: npz:PATH, ucr:DIR, imagefolder:DIR"
+    )
     c.add_argument("--tasks", nargs="+", metavar="TASK")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--no-load", action="store_true", help="files and checksums only; do not load the tasks")
     c.add_argument("--no-hash", action="store_true", help="skip the sha256 of every file")
+    c.add_argument(
+        "--val-fraction", type=fraction, default=0.1, help="a task spec: validation share carved from train"
+    )
     s = sub.add_parser(
         "stage", help="copy a checked root to shared storage (path, s3://, gs://) + MANIFEST.json"
     )
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.cmd == "check" and split_spec(args.root)[1] is not None:
+        return check_spec(args.root, val_fraction=args.val_fraction)
     if args.cmd == "check":
         if is_uri(args.root):
             print(

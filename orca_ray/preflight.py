@@ -123,23 +123,25 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
     lines: list[str] = []
     seen_tasks: set = set()
     seen_models: set = set()
+    for c in configs:  # bodies and proxies first: a typo there costs no data loading
+        if (c.body, c.proxy, c.preset) not in seen_models:
+            seen_models.add((c.body, c.proxy, c.preset))
+            _check_body_and_proxy(c, problems)
     with _notes_to(out):
         for c in configs:
             key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples)
-            if key not in seen_tasks:
-                seen_tasks.add(key)
-                try:
-                    info = task_info(c.task)
-                except KeyError as e:
-                    problems.append(str(e.args[0]))
-                    continue
-                line = _check_task(c, info, problems)
-                if line:
-                    lines.append(line)
-                    out(line)
-            if (c.body, c.proxy, c.preset) not in seen_models:
-                seen_models.add((c.body, c.proxy, c.preset))
-                _check_body_and_proxy(c, problems)
+            if key in seen_tasks:
+                continue
+            seen_tasks.add(key)
+            try:
+                info = task_info(c.task)
+            except KeyError as e:
+                problems.append(str(e.args[0]))
+                continue
+            line = _check_task(c, info, problems)
+            if line:
+                lines.append(line)
+                out(line)
     if problems:
         raise PreflightError(list(dict.fromkeys(problems)))
     return lines
@@ -229,8 +231,43 @@ class _notes_to:
         self.logger.propagate = self.propagate
 
 
-def fail(e: PreflightError, file=sys.stderr) -> int:
-    """Print a PreflightError's lines as `error: ...` and return the exit code (2)."""
+def check_spec(spec: str, *, val_fraction: float = 0.1, seed: int = 0, out=print) -> int:
+    """`python -m orca_ray.data check SPEC` for one task (npz:, ucr:, imagefolder:, a bundled name): load it and
+    print its shapes, classes and per-split class counts; return 0, or 1 with one `error:` line.
+
+    Args:
+        spec: the task spec.
+        val_fraction: validation share carved from train (as `--val-fraction`).
+        seed: seed of the carve.
+        out: where lines go.
+    """
+    import numpy as np
+
+    from .tasks import TaskDataError, absolute_spec, load_task
+
+    spec = absolute_spec(spec)
+    try:
+        with _notes_to(out):
+            task = load_task(spec, seed=seed, val_fraction=val_fraction)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    except (TaskDataError, OSError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    out(f"{spec}: OK")
+    out(f"  {describe(task)}")
+    if task.kind == "classification":
+        for name, split in task.splits().items():
+            counts = np.bincount(split.y, minlength=task.num_outputs).tolist()
+            out(f"  {name} class counts {counts}")
+    if task.fingerprint:
+        out(f"  content fingerprint {task.fingerprint} ({len(task.files)} file(s))")
+    return 0
+
+
+def fail(e: PreflightError, file=None) -> int:
+    """Print a PreflightError's lines as `error: ...` (to stderr by default) and return the exit code (2)."""
     for line in e.lines:
-        print(f"error: {line}", file=file)
+        print(f"error: {line}", file=file or sys.stderr)
     return 2

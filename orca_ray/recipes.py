@@ -272,9 +272,9 @@ def body_for(task: str, preset_name: str) -> str:
         task: a task name as given to `load_task`.
         preset_name: "demo" or "paper".
     """
-    from .tasks import task_info
+    from .tasks import task_modality
 
-    return preset(preset_name).body[task_info(task).modality]
+    return preset(preset_name).body[task_modality(task)]
 
 
 def default_proxy(modality: str, preset_name: str) -> str:

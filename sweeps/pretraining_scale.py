@@ -7,7 +7,7 @@ Demo: the bundled pretrained MiniLM vs the same architecture randomly initialise
 
 from orca_ray.recipes import align_epochs_for
 from orca_ray.sweep import main
-from orca_ray.tasks import task_info
+from orca_ray.tasks import task_modality
 
 BODIES = {
     "demo": ["random:minilm", "minilm"],
@@ -23,7 +23,7 @@ PAPER_TASKS = ["satellite", "deepsea", "ecg"]
 
 
 def space(args):
-    tasks = [t for t in args.tasks if args.preset == "demo" or task_info(t).modality == "1d"]
+    tasks = [t for t in args.tasks if args.preset == "demo" or task_modality(t) == "1d"]
     if not tasks:
         raise SystemExit(
             f"pretraining_scale compares text bodies: give 1D tasks (e.g. {' '.join(PAPER_TASKS)})"

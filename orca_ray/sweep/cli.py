@@ -24,9 +24,9 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         description: the script's help text.
         default_name: the sweep name's stem (`<default_name>-<preset>`).
     """
-    p = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    from ..preflight import OneLineParser, amount, check_name, count, fraction
+
+    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument(
         "--address",
         default=os.environ.get("RAY_ADDRESS"),
@@ -39,23 +39,30 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         help="demo: bundled real data + bundled MiniLM on CPU; paper: NAS-Bench-360 tasks, "
         "roberta-base / swin-base, ORCA's hyperparameters (needs --data-root)",
     )
-    p.add_argument("--tasks", nargs="+", help="task names (default: the preset's)")
-    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        help="task names, or your own data: npz:PATH, ucr:DIR, imagefolder:DIR (local, ~, s3://, gs://)",
+    )
+    p.add_argument("--seeds", nargs="+", type=count(0), help="seeds (default: the preset's)")
     p.add_argument(
         "--storage",
         default=os.environ.get("ORCA_RAY_STORAGE", DEMO_STORAGE),
         help="where Tune state and Parquet go: a local path or s3:// / gs:// (env ORCA_RAY_STORAGE)",
     )
     p.add_argument(
-        "--name", default=None, help=f"sweep name (default: {default_name}-<preset>); reuse it to resume"
+        "--name",
+        type=check_name,
+        default=None,
+        help=f"sweep name (default: {default_name}-<preset>); reuse it to resume",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the trial matrix and a cost estimate; start nothing"
     )
     p.add_argument(
-        "--gpus-per-trial", type=float, default=None, help="GPUs per trial (fractions share a GPU)"
+        "--gpus-per-trial", type=amount(0), default=None, help="GPUs per trial (fractions share a GPU)"
     )
-    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial")
+    p.add_argument("--cpus-per-trial", type=amount(0, inclusive=False), default=None, help="CPUs per trial")
     p.add_argument(
         "--data-root",
         default=os.environ.get("ORCA_RAY_DATA"),
@@ -64,10 +71,17 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
     p.add_argument(
         "--cache-dir", default=None, help="embedder snapshots and proxy features (env ORCA_RAY_CACHE)"
     )
-    p.add_argument("--refine-epochs", type=int, default=None, help="override fine-tuning epochs")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials running at once")
+    p.add_argument("--refine-epochs", type=count(1), default=None, help="override fine-tuning epochs")
     p.add_argument(
-        "--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)"
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help="share of the training set carved off for validation (default: the preset's) when the data "
+        "has no validation split",
+    )
+    p.add_argument("--max-concurrent", type=count(1), default=None, help="trials running at once")
+    p.add_argument(
+        "--max-failures", type=count(0), default=2, help="retries of a failed trial (from its checkpoint)"
     )
     p.add_argument("--no-analysis", action="store_true", help="do not draw figures at the end")
     p.add_argument(
@@ -112,46 +126,21 @@ def main(
     if add_args:
         add_args(parser)
     args = parser.parse_args(argv)
-    preset = presets[args.preset]
-    args.tasks = args.tasks or list((default_tasks or {}).get(args.preset) or preset.tasks)
-    args.seeds = args.seeds if args.seeds is not None else list(preset.seeds)
-    cli = {
-        k: v
-        for k, v in (
-            ("data_root", args.data_root),
-            ("cache_dir", args.cache_dir),
-            ("refine_epochs", args.refine_epochs),
+    from ..preflight import PreflightError, fail, preflight
+
+    try:
+        spec, configs = _plan(
+            args, presets[args.preset], default_name, default_tasks, space, search, num_samples
         )
-        if v is not None
-    }
-    grids = space(args)
-    grids = [
-        {**preset.extra, **g, **cli, "preset": args.preset}
-        for g in (grids if isinstance(grids, list) else [grids])
-    ]
-    spec = SweepSpec(
-        name=args.name or f"{default_name}-{args.preset}",
-        space=grids if len(grids) > 1 else grids[0],
-        storage=args.storage,
-        search=search,
-        num_samples=getattr(args, "num_samples", num_samples),
-        max_concurrent=args.max_concurrent,
-        cpus_per_trial=preset.cpus if args.cpus_per_trial is None else args.cpus_per_trial,
-        gpus_per_trial=preset.gpus if args.gpus_per_trial is None else args.gpus_per_trial,
-        max_failures=args.max_failures,
-        preload_tasks=args.preset == "demo",
-        analysis=not args.no_analysis,
-        trust_storage=args.trust_storage,
-    )
-    if search == "grid":
-        configs = expand_grid(spec.space)
-    else:
-        configs = sample_configs(grids[0], spec.num_samples)
-        print(f"(optuna: {spec.num_samples} trials; the rows below are random draws from the space)")
+    except PreflightError as e:
+        return fail(e)
     if args.dry_run:
         print_plan(spec, configs)
         return 0
-    _check_data(configs)
+    try:
+        preflight(configs)  # before Ray starts and before anything is written under --storage
+    except PreflightError as e:
+        return fail(e)
     from ..untrusted import UntrustedStateError
     from .runner import run_sweep  # imports Ray: only when something runs
 
@@ -162,13 +151,67 @@ def main(
     return 0
 
 
-def _check_data(configs: list) -> None:
-    """Fail before starting Ray when a paper task has no data root."""
-    from ..tasks import task_info
+# script flags that are counts, and their least value (checked whichever script defines them)
+_COUNTS = {"embedder_epochs": 0, "num_samples": 1}
 
-    for c in configs:
-        if task_info(c.task).needs_data_root and not c.data_root:
-            raise SystemExit(
-                f"task {c.task!r} reads NAS-Bench-360 files: pass --data-root DIR (see "
-                f"`python -m orca_ray.data check DIR`) or use --preset demo"
-            )
+
+def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, search: str, num_samples: int):
+    """The SweepSpec and its trials from the parsed flags; every bad value is a PreflightError line."""
+    from ..preflight import PreflightError
+    from ..tasks import absolute_spec, task_info
+
+    problems = []
+    for dest, least in _COUNTS.items():
+        values = getattr(args, dest, None)
+        for v in values if isinstance(values, list) else [values]:
+            if v is not None and v < least:
+                problems.append(f"--{dest.replace('_', '-')}: must be >= {least}, got {v}")
+    tasks = args.tasks or list((default_tasks or {}).get(args.preset) or preset.tasks)
+    # a local path is pinned on the driver: trials run in their own folders, maybe on other nodes
+    args.tasks = [absolute_spec(t) for t in tasks]
+    for t in args.tasks:
+        try:
+            task_info(t)
+        except KeyError as e:
+            problems.append(f"--tasks: {e.args[0]}")
+    if problems:
+        raise PreflightError(problems)
+    args.seeds = args.seeds if args.seeds is not None else list(preset.seeds)
+    cli = {
+        k: v
+        for k, v in (
+            ("data_root", args.data_root),
+            ("cache_dir", args.cache_dir),
+            ("refine_epochs", args.refine_epochs),
+            ("val_fraction", args.val_fraction),
+        )
+        if v is not None
+    }
+    try:
+        grids = space(args)
+        grids = [
+            {**preset.extra, **g, **cli, "preset": args.preset}
+            for g in (grids if isinstance(grids, list) else [grids])
+        ]
+        spec = SweepSpec(
+            name=args.name or f"{default_name}-{args.preset}",
+            space=grids if len(grids) > 1 else grids[0],
+            storage=args.storage,
+            search=search,
+            num_samples=getattr(args, "num_samples", num_samples),
+            max_concurrent=args.max_concurrent,
+            cpus_per_trial=preset.cpus if args.cpus_per_trial is None else args.cpus_per_trial,
+            gpus_per_trial=preset.gpus if args.gpus_per_trial is None else args.gpus_per_trial,
+            max_failures=args.max_failures,
+            preload_tasks=args.preset == "demo",
+            analysis=not args.no_analysis,
+            trust_storage=args.trust_storage,
+        )
+        if search == "grid":
+            configs = expand_grid(spec.space)
+        else:
+            configs = sample_configs(grids[0], spec.num_samples)
+            print(f"(optuna: {spec.num_samples} trials; the rows below are random draws from the space)")
+    except (ValueError, KeyError) as e:  # a trial config the flags make invalid, an unknown body or proxy
+        raise PreflightError([str(e.args[0]) if e.args else str(e)]) from None
+    return spec, configs

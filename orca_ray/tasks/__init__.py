@@ -36,6 +36,7 @@ __all__ = [
     "split_spec",
     "absolute_spec",
     "task_slug",
+    "task_modality",
 ]
 
 
@@ -94,6 +95,20 @@ def task_info(name: str) -> TaskInfo:
         known = ", ".join(n for n in sorted(_REGISTRY) if n not in PATH_PREFIXES)
         raise KeyError(f"unknown task {name!r}. Known tasks: {known}; or {PATH_FORMS}")
     return _REGISTRY[key]
+
+
+def task_modality(name: str) -> str:
+    """ "1d" or "2d" for a task spec, without loading the data (npz: the rank of x_train in the file header).
+
+    Args:
+        name: a task name or path spec.
+    """
+    info = task_info(name)
+    if info.modality in ("1d", "2d"):
+        return info.modality
+    from .arrays import npz_modality
+
+    return npz_modality(local_path(split_spec(name)[1]))
 
 
 def load_task(

@@ -129,6 +129,27 @@ def load_npz_task(
     )
 
 
+def npz_modality(path: str | Path) -> str:
+    """ "1d" or "2d" from the shape of x_train in an .npz file's header (the array is not read).
+
+    Args:
+        path: the .npz file.
+    """
+    p = Path(path).expanduser()
+    try:
+        with zipfile.ZipFile(p) as zf, zf.open("x_train.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            )
+            shape = read_header(f)[0]
+    except KeyError:
+        raise TaskDataError(f"{p}: missing field x_train") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from None
+    return "2d" if len(shape) == 4 else "1d"
+
+
 def _infer_kind(y: np.ndarray, x: np.ndarray) -> str:
     if is_class_labels(y):
         return "classification"
