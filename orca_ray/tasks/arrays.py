@@ -40,9 +40,7 @@ def load_npz_task(
         val_fraction: fraction of train held out for validation when the file has no x_val/y_val.
         kind: "classification", "multilabel" or "regression" to override the inference.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")
+    p = _existing(path)
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {}
@@ -135,7 +133,7 @@ def npz_modality(path: str | Path) -> str:
     Args:
         path: the .npz file.
     """
-    p = Path(path).expanduser()
+    p = _existing(path)
     try:
         with zipfile.ZipFile(p) as zf, zf.open("x_train.npy") as f:
             major, _ = np.lib.format.read_magic(f)
@@ -148,6 +146,13 @@ def npz_modality(path: str | Path) -> str:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from None
     return "2d" if len(shape) == 4 else "1d"
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise TaskDataError(f"{p}: no such file. Give 'npz:/path/file.npz' holding {', '.join(REQUIRED)}")
+    return p
 
 
 def _infer_kind(y: np.ndarray, x: np.ndarray) -> str:
