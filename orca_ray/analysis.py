@@ -23,6 +23,7 @@ values, then the one with the most trials — and prints which slice it used. Us
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -373,6 +374,29 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4g} ± {std:.2g}" if n > 1 else f"{mean:.4g} ± {MISSING}"
 
 
+def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
+    """Markdown: for each classification task, its class indices and the labels the data itself uses
+    (the `classes` column; "" when no task has one).
+
+    Args:
+        fs: `final_scores` output.
+        shown: at most this many classes are listed per task.
+    """
+    if "classes" not in fs:
+        return ""
+    lines = []
+    for task, names in sorted(fs.dropna(subset=["classes"]).groupby("task")["classes"].first().items()):
+        labels = json.loads(names)
+        if labels == [str(i) for i in range(len(labels))]:
+            continue  # already 0..K-1: nothing to translate
+        pairs = ", ".join(f"{i} = {name}" for i, name in enumerate(labels[:shown]))
+        lines.append(f"| {task} | {len(labels)} | {pairs}{', ...' if len(labels) > shown else ''} |")
+    if not lines:
+        return ""
+    head = ["", "## Classes", "", "Class index → the label in the data's own files.", ""]
+    return "\n".join([*head, "| task | classes | index = label |", "|---|---|---|", *lines]) + "\n"
+
+
 def final_scores_table(fs: pd.DataFrame) -> str:
     """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr and preset when they
     vary), mean ± std over seeds of the final test score and the final OTDD.
@@ -439,6 +463,7 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
             "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
         )
         f.write(final_scores_table(fs))
+        f.write(classes_table(fs))
     written.append(table)
     return written
 

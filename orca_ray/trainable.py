@@ -12,6 +12,7 @@ and proxy features are shared on disk between trials (align.EmbedderSnapshots, p
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -131,6 +132,8 @@ class TrialRun:
             "lr": self.hp.lr,
             "pretraining_tokens": _nan_if_none(self.body.pretraining_tokens),
             "preset": cfg.preset,
+            # the original label of each class index, so results read back in the data's own terms
+            "classes": json.dumps(list(self.task.class_names)) if self.task.class_names else None,
             "metric": self.task.metric,
             "node": socket.gethostname(),
         }

@@ -344,3 +344,26 @@ def test_s3_npz_and_ucr_prefix_are_staged_once(s3, tmp_path, monkeypatch):
     assert ucr.input_shape == whole.input_shape == (1, 150) and np.array_equal(ucr.test.y, whole.test.y)
     with pytest.raises(TaskDataError, match="no such file or folder"):
         load_task(f"npz:s3://data/sets/absent.npz{query}")
+
+
+def test_classes_table_lists_original_labels():
+    import json
+
+    import pandas as pd
+
+    from orca_ray.analysis import classes_table
+
+    fs = pd.DataFrame(
+        {
+            "task": ["npz:/a/x.npz", "npz:/a/x.npz", "digits", "synthetic-darcy"],
+            "classes": [
+                json.dumps(["-1", "1"]),
+                json.dumps(["-1", "1"]),
+                json.dumps(list("0123456789")),
+                None,
+            ],
+        }
+    )
+    table = classes_table(fs)
+    assert "| npz:/a/x.npz | 2 | 0 = -1, 1 = 1 |" in table and "digits" not in table
+    assert classes_table(fs[fs["task"] == "digits"]) == ""

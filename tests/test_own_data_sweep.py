@@ -186,6 +186,17 @@ def test_real_ucr_series_and_one_based_npz_by_absolute_path_land_in_parquet(tmp_
     refine = df[df["phase"] == "refine"]
     assert len(refine) == 4 and refine["test_score"].between(0, 1).all()
     assert sorted(df[df["phase"] == "align"].groupby("task").size()) == [1 + 2, 1 + 2]
+    # the original labels travel with the results and are listed in final_scores.md
+    import json
+
+    from orca_ray.analysis import run as analyse
+
+    assert set(df.loc[df["task"] == f"npz:{npz}", "classes"].map(json.loads).map(tuple)) == {
+        tuple(str(i) for i in range(1, 9))
+    }
+    analyse(str(storage / "own-data" / "parquet"), str(tmp_path / "figures"))
+    table = (tmp_path / "figures" / "final_scores.md").read_text()
+    assert "## Classes" in table and "0 = 1, 1 = 2" in table
     trial_dirs = [
         p.name for p in (storage / "own-data").iterdir() if p.is_dir() and p.name.startswith(("ucr-", "npz-"))
     ]

@@ -46,6 +46,7 @@ RESULT_SCHEMA = pa.schema(
         ("lr", pa.float64()),
         ("pretraining_tokens", pa.float64()),
         ("preset", pa.string()),
+        ("classes", pa.string()),
         ("config_json", pa.string()),
         ("reported_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -68,6 +69,7 @@ TRIAL_FIELDS = (
     "lr",
     "pretraining_tokens",
     "preset",
+    "classes",
 )
 ROW_FIELDS = ("phase", "epoch", "otdd", "train_loss", "val_score", "test_score", "metric", "seconds")
 
