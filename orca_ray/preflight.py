@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 
 from .config import TrialConfig
 
@@ -175,8 +176,8 @@ def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
             max_train_samples=c.max_train_samples,
             max_eval_samples=c.max_eval_samples,
         )
-    except (TaskDataError, OSError, ValueError) as e:
-        problems.append(f"task {c.task}: {e}" if c.task not in str(e) and "/" not in str(e) else str(e))
+    except (TaskDataError, OSError, ValueError) as e:  # the loaders name the file and field
+        problems.append(str(e))
         return None
     return f"checked {describe(task)}"
 
@@ -208,27 +209,23 @@ def _check_body_and_proxy(c: TrialConfig, problems: list[str]) -> None:
         problems.append(str(e))
 
 
-class _notes_to:
+@contextmanager
+def _notes_to(out):
     """Route the task loaders' one-line notes (e.g. the validation-carve fallback) to `out` while checking."""
+    logger = logging.getLogger("orca_ray.tasks")
 
-    def __init__(self, out):
-        self.out, self.logger = out, logging.getLogger("orca_ray.tasks")
+    class Handler(logging.Handler):
+        def emit(self, record):
+            out(f"  note: {record.getMessage()}")
 
-    def __enter__(self):
-        out = self.out
-
-        class Handler(logging.Handler):
-            def emit(self, record):
-                out(f"  note: {record.getMessage()}")
-
-        self.handler = Handler(logging.INFO)
-        self.logger.addHandler(self.handler)
-        self.propagate, self.logger.propagate = self.logger.propagate, False
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.propagate = self.propagate
+    handler, propagate = Handler(logging.INFO), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def check_spec(spec: str, *, val_fraction: float = 0.1, seed: int = 0, out=print) -> int:

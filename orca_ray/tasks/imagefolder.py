@@ -57,12 +57,13 @@ def list_images(folder: Path, split: str) -> list[tuple[Path, str]]:
     return out
 
 
-def _open(path: Path):
+def _open(path: Path, decode: bool = True):
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(path)
-        img.load()
+        if decode:
+            img.load()
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise TaskDataError(f"{path}: not a readable image ({e}); delete or replace it") from None
     return img
@@ -113,12 +114,12 @@ def load_imagefolder_task(
     splits = {"train": list_images(folder, "train"), "test": list_images(folder, "test")}
     if (folder / "val").is_dir():
         splits["val"] = list_images(folder, "val")
-    # greyscale only when every training image is; sizes from a header read (cheap: PIL reads lazily)
+    # greyscale only when every training image is; modes and sizes from the headers (PIL decodes lazily)
     modes, sizes = Counter(), Counter()
     for p, _ in splits["train"]:
-        img = _open(p)
-        modes[img.mode] += 1
-        sizes[img.size] += 1
+        with _open(p, decode=False) as img:
+            modes[img.mode] += 1
+            sizes[img.size] += 1
     mode = "L" if set(modes) <= {"L", "1", "I", "I;16", "F", "LA"} else "RGB"
     size = _target_size(sizes, max_side)
     coding = LabelCoding.fit(

@@ -119,7 +119,7 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[str] | None,
             dims = line.split(":")
             if has_label:
                 labels.append(dims.pop().strip())
-            series.append(_stack_dims([_floats(d.split(","), path, lineno) for d in dims], path, lineno))
+            series.append(_stack_dims([_floats(d.split(","), path, lineno) for d in dims]))
     if not in_data:
         raise TaskDataError(f"{path}: no @data line; not a .ts file")
     if not series:
@@ -159,7 +159,8 @@ def _is_float(v: str) -> bool:
         return False
 
 
-def _stack_dims(dims: list[np.ndarray], path: Path, lineno: int) -> np.ndarray:
+def _stack_dims(dims: list[np.ndarray]) -> np.ndarray:
+    # dimensions of one series may differ in length: NaN-pad to the longest (resampled later)
     length = max(len(d) for d in dims)
     out = np.full((len(dims), length), np.nan)
     for i, d in enumerate(dims):
