@@ -285,12 +285,27 @@ def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: 
     stats = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in (os.stat(p),)]
     key = hashlib.sha256(repr(stats).encode()).hexdigest()[:32]
     memo = cache_root(cache_dir) / FINGERPRINT_SUBDIR / key
+
+    def remembered() -> str | None:
+        try:
+            value = memo.read_text().strip()
+        except OSError:
+            return None
+        return value if len(value) == 24 else None
+
+    if value := remembered():
+        return value
     try:
-        value = memo.read_text().strip()
-        if len(value) == 24:
-            return value
-    except OSError:
-        pass
+        with file_lock(f"{memo}.lock"):  # trials starting together on a node hash large files once
+            return remembered() or _hash_files(paths, memo, chunk_size)
+    except OSError as e:  # a read-only cache: hash without remembering
+        log.info("fingerprint cache %s unusable (%s)", memo.parent, e)
+        return _hash_files(paths, None, chunk_size)
+
+
+def _hash_files(paths: list[str], memo: Path | None, chunk_size: int) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for p in paths:
         h.update(f"{os.path.basename(p)}\0".encode())
@@ -298,10 +313,8 @@ def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: 
             while block := f.read(chunk_size):
                 h.update(block)
     value = h.hexdigest()[:24]
-    try:
+    if memo is not None:
         write_bytes(*resolve(memo), value.encode())
-    except OSError as e:  # a read-only cache still gets the right answer, just not remembered
-        log.info("could not remember the fingerprint in %s: %s", memo, e)
     return value
 
 

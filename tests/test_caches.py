@@ -125,3 +125,17 @@ def test_damaged_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert load_trial_state(tune.Checkpoint(str(latest)))["epoch"] == 1
     (tmp_path / "trial" / "checkpoint_000000" / CHECKPOINT_FILE).unlink()
     assert load_trial_state(tune.Checkpoint(str(latest))) is None
+
+
+def test_nas_bench_360_tasks_carry_a_content_fingerprint(tmp_path):
+    from test_nb360 import write_ninapro
+
+    from orca_ray.tasks import load_task
+
+    write_ninapro(tmp_path)
+    task = load_task("ninapro", data_root=tmp_path)
+    assert len(task.files) == 6 and len(task.fingerprint) == 24
+    label = tmp_path / "label_test.npy"
+    np.save(label, np.load(label)[::-1].copy())  # same size, new content, new mtime
+    os.utime(label, ns=(7, 7))
+    assert load_task("ninapro", data_root=tmp_path).fingerprint != task.fingerprint

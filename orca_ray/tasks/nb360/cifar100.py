@@ -87,6 +87,7 @@ def cifar100(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
         val=Split(_cifar_normalise(val_u8.x), val_u8.y),
         test=Split(_cifar_normalise(x_te), y_te),
         source=str(paths["train"].parent),
+        files=tuple(str(p) for p in paths.values()),
         metric="error",
         class_names=names if len(names) == 100 else None,
         notes={

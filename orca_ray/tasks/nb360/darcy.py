@@ -173,6 +173,7 @@ def darcy(
         metric="rel-l2",
         loss="rel_l2",
         source=f"{p_train}, {p_test}",
+        files=(str(p_train), str(p_test)),
         notes={
             "val_split": f"seeded {val_fraction:g} of the first {n_train} samples of smooth1 (seed {seed})",
             "train_rows": tr_rows,

@@ -153,5 +153,6 @@ def deepsea(
         pos_weight=4.0,
         metric="1-auroc",
         source=str(path),
+        files=(str(path),),
         notes={"val_split": "the file's x_val/y_val (val_fraction unused)"},
     )

@@ -191,6 +191,7 @@ def ecg(
         test=sp["test"],
         metric="1-macro-f1",
         source=str(path),
+        files=(str(path),),
         class_names=ECG_CLASSES,
         notes={
             "val_split": f"NAS-Bench-360 recording split 80/10/10 (random_state={split_seed}); "

@@ -57,5 +57,6 @@ def ninapro(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
         test=splits["test"],
         metric="error",
         source=", ".join(map(str, used)),
+        files=tuple(map(str, used)),
         notes={"val_split": "NAS-Bench-360's ninapro_val.npy (val_fraction unused)"},
     )

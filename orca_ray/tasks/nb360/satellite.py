@@ -131,5 +131,6 @@ def satellite(
         test=Split(a["x_test"], np.asarray(a["y_test"])),
         metric="error",
         source=f"{paths['train']}, {paths['test']}",
+        files=tuple(str(p) for p in paths.values()),
         notes={"val_split": how, "zscore": "per series (NAS-Bench-360)" if zscore else "none (ORCA)"},
     )
