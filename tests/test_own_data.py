@@ -367,3 +367,15 @@ def test_classes_table_lists_original_labels():
     table = classes_table(fs)
     assert "| npz:/a/x.npz | 2 | 0 = -1, 1 = 1 |" in table and "digits" not in table
     assert classes_table(fs[fs["task"] == "digits"]) == ""
+
+
+def test_real_valued_labels_stay_regression(tmp_path):
+    x = np.random.default_rng(0).standard_normal((30, 1, 8)).astype(np.float32)
+    path = tmp_path / "r.npz"
+    np.savez(path, x_train=x, y_train=x[:, 0, 0] * 1.5 + 0.25, x_test=x[:5], y_test=x[:5, 0, 0])
+    task = load_task(f"npz:{path}")
+    assert (
+        task.kind == "regression" and task.output_shape == (1,) and task.train.y.shape == (len(task.train), 1)
+    )
+    tecator = load_task(f"ucr:{sktime_data() / 'Tecator'}")  # a .ts file with @targetLabel true
+    assert tecator.kind == "regression" and tecator.metric == "rel-l2" and tecator.output_shape == (1,)

@@ -98,6 +98,9 @@ def load_npz_task(
         num_outputs = y_tr.shape[1]
         splits = {s: (x, y.astype(np.float32)) for s, (x, y) in splits.items()}
     elif kind == "regression":
+        if y_tr.ndim == 1:  # one real-valued target per sample: a one-point output
+            splits = {s: (x, y.reshape(-1, 1)) for s, (x, y) in splits.items()}
+            y_tr = splits["train"][1]
         output_shape, num_outputs = y_tr.shape[1:], 1
         normalizer = UnitGaussianNormalizer.fit(y_tr)
         splits = {s: (x, normalizer.encode(y.astype(np.float32))) for s, (x, y) in splits.items()}
