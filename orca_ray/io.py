@@ -267,23 +267,23 @@ def _remove(path: Path) -> None:
 FINGERPRINT_SUBDIR = "fingerprints"
 
 
-def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: int = 8 << 20) -> str:
-    """sha256 over the contents of local files (in the given order), as 24 hex digits.
+def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_size: int = 8 << 20) -> str:
+    """sha256 (hex) of a local file's content, hashed once per node and version of the file.
 
-    Hashing is done once per set of files and remembered under `<cache>/fingerprints/`, keyed by every
-    file's path, size and modification time, so a changed file is hashed again and an unchanged one is not.
-    A missing or unreadable memo is simply recomputed.
+    The digest is remembered under `<cache>/fingerprints/`, keyed by the file's path, size, modification and
+    change time, so a changed (or touched) file is hashed again and an unchanged one is not; processes hashing
+    the same file at once wait on a lock and hash it once. A missing or unreadable memo is recomputed.
 
     Args:
-        paths: the files.
+        path: the file.
         cache_dir: cache folder (default `cache_root()`).
         chunk_size: bytes per read.
     """
     import hashlib
 
-    paths = [str(Path(p).resolve()) for p in paths]
-    stats = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in (os.stat(p),)]
-    key = hashlib.sha256(repr(stats).encode()).hexdigest()[:32]
+    path = str(Path(path).resolve())
+    st = os.stat(path)
+    key = hashlib.sha256(repr((path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)).encode()).hexdigest()[:32]
     memo = cache_root(cache_dir) / FINGERPRINT_SUBDIR / key
 
     def remembered() -> str | None:
@@ -291,31 +291,44 @@ def content_fingerprint(paths, cache_dir: str | Path | None = None, chunk_size: 
             value = memo.read_text().strip()
         except OSError:
             return None
-        return value if len(value) == 24 else None
+        return value if len(value) == 64 else None
+
+    def compute() -> str:
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk_size):
+                sha.update(block)
+        return sha.hexdigest()
 
     if value := remembered():
         return value
     try:
-        with file_lock(f"{memo}.lock"):  # trials starting together on a node hash large files once
-            return remembered() or _hash_files(paths, memo, chunk_size)
-    except OSError as e:  # a read-only cache: hash without remembering
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(f"{memo}.lock"):  # trials starting together on a node hash a large file once
+            if value := remembered():
+                return value
+            value = compute()
+            write_bytes(*resolve(memo), value.encode())
+            return value
+    except PermissionError as e:  # a read-only cache: the right answer, just not remembered
         log.info("fingerprint cache %s unusable (%s)", memo.parent, e)
-        return _hash_files(paths, None, chunk_size)
+        return compute()
 
 
-def _hash_files(paths: list[str], memo: Path | None, chunk_size: int) -> str:
+def content_fingerprint(paths, cache_dir: str | Path | None = None) -> str:
+    """A fingerprint (24 hex digits) of the contents of local files, in the given order: sha256 over each
+    file's name and `file_sha256`, so every file is read at most once per node and version.
+
+    Args:
+        paths: the files.
+        cache_dir: cache folder (default `cache_root()`).
+    """
     import hashlib
 
     h = hashlib.sha256()
     for p in paths:
-        h.update(f"{os.path.basename(p)}\0".encode())
-        with open(p, "rb") as f:
-            while block := f.read(chunk_size):
-                h.update(block)
-    value = h.hexdigest()[:24]
-    if memo is not None:
-        write_bytes(*resolve(memo), value.encode())
-    return value
+        h.update(f"{os.path.basename(p)}\0{file_sha256(p, cache_dir)}\0".encode())
+    return h.hexdigest()[:24]
 
 
 def quarantine(path: str | Path, why: object = "") -> Path:

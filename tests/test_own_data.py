@@ -285,7 +285,7 @@ def test_content_fingerprint_follows_content_and_survives_a_corrupt_memo(tmp_pat
     cache = tmp_path / "cache"
     first = content_fingerprint([f], cache_dir=cache)
     assert content_fingerprint([f], cache_dir=cache) == first
-    memo = next((cache / FINGERPRINT_SUBDIR).iterdir())
+    (memo,) = (p for p in (cache / FINGERPRINT_SUBDIR).iterdir() if p.suffix != ".lock")
     memo.write_text("garbage")
     assert content_fingerprint([f], cache_dir=cache) == first
     f.write_bytes(b"b" * 100)

@@ -126,7 +126,7 @@ def verify_staged(root: Path, path: Path) -> None:
             f"CHECKSUM {path}: {st.st_size} bytes, {MANIFEST} says {entry.get('size')}; refusing to load it. "
             f"Fix: {fix}"
         )
-    sha = digests(path)["sha256"]
+    sha = io.file_sha256(path)  # remembered: the task's content fingerprint then reads the file no more
     if sha != entry.get("sha256"):
         raise TaskDataError(
             f"CHECKSUM {path}: sha256 {sha[:16]}… differs from {MANIFEST} ({str(entry.get('sha256'))[:16]}…); "
