@@ -379,3 +379,39 @@ def test_real_valued_labels_stay_regression(tmp_path):
     )
     tecator = load_task(f"ucr:{sktime_data() / 'Tecator'}")  # a .ts file with @targetLabel true
     assert tecator.kind == "regression" and tecator.metric == "rel-l2" and tecator.output_shape == (1,)
+
+
+def test_ucr_2015_layout_and_a_file_of_the_pair(tmp_path):
+    """The 2015 archive: <Name>_TRAIN / <Name>_TEST without a suffix, comma-separated, labels like 1.0."""
+    x, y = sktime_arrays("GunPoint", "train")
+    xt, yt = sktime_arrays("GunPoint", "test")
+    for name, xs, ys in (("GunPoint_TRAIN", x, y), ("GunPoint_TEST", xt, yt)):
+        rows = [
+            ",".join([f"{float(label):.7e}", *map(repr, row.tolist())]) for row, label in zip(xs[:, 0], ys)
+        ]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+    old = load_task(f"ucr:{tmp_path}")
+    assert old.input_shape == (1, 150) and old.class_names == ("1", "2") and len(old.test) == 150
+    one = load_task(f"ucr:{tmp_path}/GunPoint_TRAIN")
+    assert np.array_equal(one.test.x, old.test.x)
+
+
+def test_npz_channels_last_images_and_imagefolder_subfolders(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.random((20, 12, 10, 3)).astype(np.float32)
+    np.savez(
+        tmp_path / "i.npz", x_train=img, y_train=np.arange(20) % 2, x_test=img[:4], y_test=np.arange(4) % 2
+    )
+    task = load_task(f"npz:{tmp_path / 'i.npz'}")
+    assert task.input_shape == (3, 12, 10) and np.array_equal(task.test.x[1, 2], img[1, :, :, 2])
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "imgs" / split / c / "deeper").mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (6, 6), 40 * i).save(tmp_path / "imgs" / split / c / "deeper" / f"{i}.png")
+    (tmp_path / "imgs" / "train" / "a" / ".hidden").mkdir()
+    Image.new("L", (6, 6)).save(tmp_path / "imgs" / "train" / "a" / ".hidden" / "x.png")
+    task = load_task(f"imagefolder:{tmp_path / 'imgs'}")
+    assert len(task.train) + len(task.val) == 6 and len(task.test) == 6

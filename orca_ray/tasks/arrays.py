@@ -1,7 +1,8 @@
 """Your own arrays as a task: `load_task("npz:/path/data.npz")`.
 
 The file holds x_train, y_train, x_test, y_test (and optionally x_val, y_val; else val is carved from train).
-x: (N, C, L) → 1D, (N, C, H, W) → 2D, (N, L) → 1D with one channel. y: class labels (N,) in any convention
+x: (N, C, L) → 1D, (N, C, H, W) → 2D (channels-last (N, H, W, C) with C ∈ {1, 3, 4} is transposed), (N, L) → 1D
+with one channel. y: class labels (N,) in any convention
 (integers of any range, strings, integer-valued floats; see tasks.labels) → classification, remapped to
 0..K-1 with the original labels kept as `class_names`; 0/1 floats (N, K) → multilabel; floats shaped like a
 grid (N, L) / (N, H, W) → dense regression (normalised per element with training statistics; the metric is
@@ -73,6 +74,8 @@ def load_npz_task(
             raise TaskDataError(
                 f"{p}: field {key}: expected (N, C, L), (N, C, H, W) or (N, L), got {x.shape}"
             )
+        if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            x = x.transpose(0, 3, 1, 2)  # channels-last images (N, H, W, C), as PIL and TensorFlow store them
         return x.astype(np.float32, copy=False)
 
     splits = {s: (x_of(f"x_{s}"), arrays[f"y_{s}"]) for s in ("train", "val", "test") if f"x_{s}" in arrays}

@@ -35,17 +35,24 @@ def list_images(folder: Path, split: str) -> list[tuple[Path, str]]:
     """
     root = folder / split
     if not root.is_dir():
+        hint = (
+            " (there is a val/ folder: to score on it, rename it test/)" if (folder / "val").is_dir() else ""
+        )
         raise TaskDataError(
             f"{root}: missing. The imagefolder layout is DIR/train/<class>/*.png and DIR/test/<class>/*.png "
-            f"(DIR/val/ optional)"
+            f"(DIR/val/ optional){hint}"
         )
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise TaskDataError(f"{root}: no class folders; put each class's images in {root}/<class>/")
     out = []
     for d in classes:
-        files = sorted(
-            f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        files = sorted(  # any depth below the class folder, as torchvision's ImageFolder
+            f
+            for f in d.rglob("*")
+            if f.suffix.lower() in IMAGE_SUFFIXES
+            and f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(d).parts)
         )
         if not files and split == "train":
             raise TaskDataError(

@@ -4,7 +4,8 @@ The spec names a folder holding one data set (`<Name>_TRAIN.tsv` + `<Name>_TEST.
 `<Name>_TEST.ts`), or a file prefix `DIR/<Name>` when the folder holds several.
 
 - `.tsv` (UCR 2018 univariate archive): one series per line, the label first, tab-separated values; series
-  shorter than the longest are padded with NaN at the end.
+  shorter than the longest are padded with NaN at the end. The 2015 archive's files (`<Name>_TRAIN` without a
+  suffix, `.txt`, `.csv`: comma- or space-separated) read the same way.
 - `.ts` (sktime / UEA multivariate archive): `@` header lines (`@classLabel true a b c` declares the classes,
   `@targetLabel true` makes the labels regression targets, `@timeStamps true` is not supported), then after
   `@data` one series per line: dimensions separated by `:`, values by `,`, the label last; `?` is missing.
@@ -26,16 +27,23 @@ from . import register_task
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation
 from .labels import LabelCoding, is_class_labels
 
-SUFFIXES = (".tsv", ".ts")
+# .tsv: the 2018 archive; .txt / .csv / no suffix: the 2015 archive's comma- or space-separated files
+SUFFIXES = (".tsv", ".ts", ".txt", ".csv", "")
 
 
 def find_ucr_files(spec_path: str | Path) -> tuple[str, Path, Path]:
     """(name, train file, test file) of the data set a `ucr:` spec points at.
 
     Args:
-        spec_path: a folder holding one `<Name>_TRAIN.<tsv|ts>` / `<Name>_TEST.<tsv|ts>` pair, or `DIR/<Name>`.
+        spec_path: a folder holding one `<Name>_TRAIN.<tsv|ts>` / `<Name>_TEST.<tsv|ts>` pair, `DIR/<Name>`,
+            or one file of the pair.
     """
     p = Path(spec_path).expanduser()
+    if p.is_file():  # one of the pair given: DIR/<Name>_TRAIN.tsv
+        stem = p.name[: -len(p.suffix)] if p.suffix in SUFFIXES and p.suffix else p.name
+        for part in ("_TRAIN", "_TEST"):
+            if stem.endswith(part):
+                p = p.parent / stem[: -len(part)]
     if p.is_dir():
         folder, names = p, None
     elif p.parent.is_dir():
@@ -231,7 +239,7 @@ def load_ucr_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
         val_fraction: share of the training series carved off for validation.
     """
     name, train_file, test_file = find_ucr_files(path)
-    read = read_tsv if train_file.suffix == ".tsv" else read_ts
+    read = read_ts if train_file.suffix == ".ts" else read_tsv
     s_tr, y_tr, declared, regression = read(train_file)
     s_te, y_te, _, _ = read(test_file)
     if s_tr[0].shape[0] != s_te[0].shape[0]:
