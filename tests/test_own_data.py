@@ -140,7 +140,7 @@ def test_npz_unseen_and_object_labels_are_clear_errors(tmp_path):
 
 
 # ---- ucr: ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["BasicMotions", "GunPoint"])
+@pytest.mark.parametrize("name", ["BasicMotions", "GunPoint", "UnitTest"])
 def test_ts_reader_matches_sktime(name):
     series, labels, declared, regression = read_ts(sktime_data() / name / f"{name}_TRAIN.ts")
     x, y = sktime_arrays(name, "train")
@@ -156,6 +156,13 @@ def test_tsv_reader_matches_sktime_on_the_shipped_tsv():
     series, labels, _, _ = read_tsv(sktime_data() / "ArrowHead" / "ArrowHead_TRAIN.tsv")
     x, y = sktime_arrays("ArrowHead", "train")
     assert np.allclose(np.stack(series), x, atol=1e-6) and labels.astype(int).astype(str).tolist() == list(y)
+
+
+def test_every_ucr_set_sktime_ships_loads():
+    """Whatever sktime ships in the archive's .ts layout (ArrowHead also has a lone _TRAIN.tsv beside them)."""
+    for folder in sorted(p for p in sktime_data().iterdir() if list(p.glob("*_TRAIN.ts"))):
+        task = load_task(f"ucr:{folder}")
+        assert task.name == f"ucr:{folder.name}" and task.kind in ("classification", "regression")
 
 
 def test_ucr_tsv_layout_with_nan_padding_equals_the_ts_file(tmp_path):

@@ -65,13 +65,13 @@ def find_ucr_files(spec_path: str | Path) -> tuple[str, Path, Path]:
                 f"'ucr:{folder}/<Name>'"
             )
     name = names[0]
-    for suffix in SUFFIXES:
-        train = folder / f"{name}_TRAIN{suffix}"
-        if train.is_file():
-            test = folder / f"{name}_TEST{suffix}"
-            if not test.is_file():
-                raise TaskDataError(f"{test}: missing; the UCR/UEA layout needs it next to {train.name}")
+    pairs = [(folder / f"{name}_TRAIN{s}", folder / f"{name}_TEST{s}") for s in SUFFIXES]
+    for train, test in pairs:  # the first format with both files (a folder may hold .tsv and .ts)
+        if train.is_file() and test.is_file():
             return name, train, test
+    for train, test in pairs:
+        if train.is_file():
+            raise TaskDataError(f"{test}: missing; the UCR/UEA layout needs it next to {train.name}")
     raise TaskDataError(f"{folder}: no {name}_TRAIN.tsv or {name}_TRAIN.ts file")
 
 
@@ -104,7 +104,7 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[str] | None,
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
-            if not line or line.startswith("#"):
+            if not line or line.startswith(("#", "%")):  # comments, as in sktime's and ARFF files
                 continue
             if not in_data:
                 if not line.startswith("@"):
