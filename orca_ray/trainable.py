@@ -33,6 +33,9 @@ from .refine import RefineHParams, Refiner
 from .tasks import Task, load_task
 
 CHECKPOINT_FILE = "trial_state.pt"
+# Set to 1 on a cluster whose GPUs are logical only (Ray's fake multi-node provider, cluster/local-test):
+# a trial given a GPU then trains on CPU instead of failing for want of CUDA.
+LOGICAL_GPUS_ENV = "ORCA_RAY_LOGICAL_GPUS"
 # report(row, checkpoint state or None): how a trial hands each epoch's row to Tune (or to a test)
 Report = Callable[[dict, dict | None], None]
 log = logging.getLogger(__name__)
@@ -268,15 +271,19 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
         config: the Tune trial config (a TrialConfig, nested under "trial" for grid sweeps).
         tasks: preloaded tasks by `task_key` (via tune.with_parameters, shared through the object store).
     """
+    import ray
     from ray import tune
 
     cfg = TrialConfig.from_tune(config)
+    require_cuda_for_gpus(cfg, ray.get_gpu_ids())
+    node_id = ray.get_runtime_context().get_node_id()  # two raylets on one host are two nodes
     task = (tasks or {}).get(task_key(cfg))
     checkpoint = tune.get_checkpoint()
     state = load_trial_state(checkpoint) if checkpoint is not None else None
     run = TrialRun(cfg, task=task)
 
     def report(row: dict, trial_state: dict | None) -> None:
+        row = {**row, "node_id": node_id}
         if trial_state is None:
             tune.report(row)
             return
@@ -321,6 +328,29 @@ def load_trial_state(checkpoint) -> dict | None:
         except Exception as e:  # a cut-short write shows up as several error types
             log.warning("trial checkpoint %s is unreadable (%s); trying the one before", candidate.path, e)
     return None
+
+
+def require_cuda_for_gpus(cfg: TrialConfig, gpu_ids: list) -> None:
+    """Fail a trial that Ray gave GPUs when torch sees no CUDA device, instead of silently training on CPU.
+
+    Args:
+        cfg: the trial; `device="cpu"` asks for CPU explicitly and is never refused.
+        gpu_ids: the GPUs Ray assigned to the trial (`ray.get_gpu_ids()`); empty for a CPU-only trial.
+
+    Raises:
+        RuntimeError: naming the node and the fix, unless `ORCA_RAY_LOGICAL_GPUS=1` declares the cluster's
+            GPUs logical (then the trial trains on CPU).
+    """
+    if not gpu_ids or cfg.device == "cpu" or torch.cuda.is_available():
+        return
+    if os.environ.get(LOGICAL_GPUS_ENV) == "1":
+        return
+    raise RuntimeError(
+        f"trial {cfg.short_name()} was given GPU {gpu_ids} on {socket.gethostname()} but torch "
+        f"{torch.__version__} finds no CUDA device (CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}): fix the node's NVIDIA driver or install a CUDA build "
+        f"of torch; if this cluster's GPUs are logical only, set {LOGICAL_GPUS_ENV}=1 to train on CPU"
+    )
 
 
 def _nan_if_none(v):

@@ -42,6 +42,58 @@ def ray_local():
     """A local 2-CPU Ray for the module's tests (no dashboard, worker logs not echoed), shut down after."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray, never a `ray start` cluster running on this machine (a bare init would join it)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+RUN_MARKER = (
+    "ORCA_LOCAL_TEST_RUN"  # cluster/local-test/check.py teardown stops exactly the processes carrying it
+)
+
+
+@pytest.fixture
+def private_ray_head():
+    """Starts `ray start --head` clusters of the test's own, as `ray up` starts one on a head node.
+
+    Private: its own RAY_TMPDIR (a bare `ray.init()` elsewhere never finds it), free ports instead of Ray's
+    defaults (6379, 10001, 52365), and a run marker in the environment of every one of its processes, so
+    teardown stops exactly those — never `ray stop`, which stops every Ray on the machine, other people's too.
+
+    The fixture is a function `start(num_cpus=2, env=None) -> (env, port)`: `env` (extra variables for the
+    cluster's processes) comes back completed with RAY_TMPDIR and the marker, so a subprocess run with it
+    finds the cluster with `--address auto`; `port` is the GCS port.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
+
+    started = []
+
+    def start(num_cpus: int = 2, env: dict | None = None) -> tuple[dict, int]:
+        tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix socket paths live below it
+        run_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        run_env.update(env or {}, RAY_TMPDIR=tmp, **{RUN_MARKER: Path(tmp).name})
+        started.append(run_env)
+        port = free_port()
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}"]
+        cmd += [f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats"]
+        cmd += [f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"]
+        done = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return run_env, port
+
+    yield start
+    check = Path(__file__).resolve().parents[1] / "cluster" / "local-test" / "check.py"
+    for run_env in started:
+        subprocess.run([sys.executable, str(check), "teardown", "--run-id", run_env[RUN_MARKER]], timeout=120)
+        shutil.rmtree(run_env["RAY_TMPDIR"], ignore_errors=True)

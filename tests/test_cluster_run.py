@@ -3,11 +3,9 @@ with results on S3 (moto's server on loopback stands in for S3; pyarrow and Ray 
 AWS_ENDPOINT_URL, as they would reach any S3-compatible store)."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -58,29 +56,14 @@ def s3_env():
 
 
 @pytest.fixture
-def ray_head(s3_env):
+def ray_head(s3_env, private_ray_head):
     """A separate Ray 'cluster' on this machine, as `ray up` would start on a head node."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    # a short session dir: Ray's unix socket paths must stay under ~107 characters
-    env = {**os.environ, **s3_env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir="/tmp")}
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    start = [
-        ray_bin,
-        "start",
-        "--head",
-        f"--port={_free_port()}",
-        "--num-cpus=2",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-    ]
-    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    yield env
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    env, _ = private_ray_head(num_cpus=2, env=s3_env)
+    return env
 
 
 def test_sweep_script_on_a_running_cluster_with_s3_storage(ray_head, tmp_path):

@@ -118,7 +118,9 @@ def expected_frame(configs: list[dict], sweep: str, attempts=None) -> pd.DataFra
 
 
 CHECK_COLS = [
-    f.name for f in RESULT_SCHEMA if f.name not in ("trial_id", "node", "config_json", "reported_at")
+    f.name
+    for f in RESULT_SCHEMA
+    if f.name not in ("trial_id", "node", "node_id", "config_json", "reported_at")
 ]
 
 

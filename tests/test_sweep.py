@@ -74,6 +74,7 @@ def test_sweep_writes_every_row_once(ray_local, tmp_path):
     )
     refine = df[df.phase == "refine"]
     assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
+    assert set(df["node_id"]) == {ray.get_runtime_context().get_node_id()}  # where each row ran (one node)
     assert df[df.phase == "align"]["otdd"].notna().all()
     # trials of one seed share the aligned trajectory: the 0-epoch trial's OTDD is the 2-epoch trial's row 0
     align0 = df[(df.phase == "align") & (df.epoch == 0)].groupby("seed")["otdd"].nunique()

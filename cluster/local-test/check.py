@@ -28,7 +28,7 @@ MARKER = "ORCA_LOCAL_TEST_RUN"
 NODE_ID_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"  # the fake provider fixes each raylet's node id with it
 
 
-# ---- processes of this run ---------------------------------------------------------------------------------
+# ---- processes of this run -------------------------------------------------------------------------------
 def _environ(pid: int) -> dict[str, str]:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -76,7 +76,7 @@ def _kill(pids: list[int], sig: int) -> None:
             pass
 
 
-# ---- Ray and Parquet views -----------------------------------------------------------------------------------
+# ---- Ray and Parquet views -------------------------------------------------------------------------------
 def connect(address: str) -> None:
     import ray
 
@@ -113,9 +113,7 @@ def read_rows(results: str) -> list[dict]:
 
     rows = []
     for path in sorted(Path(results).glob("sweep=*/*.parquet")):
-        for r in pq.read_table(path).to_pylist():
-            r["_file"] = path.name
-            rows.append(r)
+        rows += pq.read_table(path).to_pylist()
     return rows
 
 
@@ -139,11 +137,15 @@ def checkpointed_keys(rows: list[dict]) -> set[tuple]:
 
 
 def _stamp(r: dict) -> list:
-    t = r["reported_at"]
-    return [t.isoformat() if hasattr(t, "isoformat") else str(t), r.get("node_id")]
+    """What identifies one report of a row: when and where (a re-reported epoch changes both)."""
+    return [r["reported_at"].isoformat(), r.get("node_id")]
 
 
-# ---- steps ---------------------------------------------------------------------------------------------------
+def _before(r: dict, when: str) -> bool:
+    return r["reported_at"] < datetime.fromisoformat(when)
+
+
+# ---- steps -----------------------------------------------------------------------------------------------
 def watch(a) -> int:
     """Poll the cluster and the Parquet until the sweep is done; kill one worker node mid-trial."""
     connect(a.address)
@@ -228,7 +230,14 @@ def _kill_node(a, node_id: str) -> dict:
     pids = node_processes(a.run_id, node_id)
     _kill(pids, signal.SIGKILL)  # no goodbye: as a machine that loses power
     at = datetime.now(UTC)
-    trials = sorted({trial_key(r) for r in rows if r.get("node_id") == node_id})
+    refine = {}
+    for r in rows:
+        refine.setdefault(trial_key(r), set()).update([r["epoch"]] if r["phase"] == "refine" else [])
+    # the trials running there: last reported from that node, not finished
+    last = {}
+    for r in sorted(rows, key=lambda r: r["reported_at"]):
+        last[trial_key(r)] = r.get("node_id")
+    trials = sorted(t for t, n in last.items() if n == node_id and len(refine[t]) < a.refine_epochs)
     snapshot = {}
     for t in trials:
         trial_rows = [r for r in rows if trial_key(r) == t]
@@ -306,9 +315,7 @@ def verify(a) -> int:
     shared = sorted(per_gpu.get(n, 0) for n in trial_nodes)
     if not shared or max(shared) != 1 / a.gpus_per_trial:
         failures.append(f"trials per GPU {shared}, expected {1 / a.gpus_per_trial:g}")
-    pre_kill_nodes = {
-        r["node_id"] for r in rows if state.get("killed") and _stamp(r)[0] < state["killed"]["at"]
-    }
+    pre_kill_nodes = {r["node_id"] for r in rows if state.get("killed") and _before(r, state["killed"]["at"])}
     if any(per_gpu.get(n, 0) != 1 / a.gpus_per_trial for n in pre_kill_nodes):
         failures.append(f"before the kill not every worker ran {1 / a.gpus_per_trial:g} trials on its GPU")
 
@@ -324,7 +331,7 @@ def verify(a) -> int:
             failures.append(f"{rerun} checkpointed row(s) reported again after the kill (not resumed)")
         for t in map(tuple, killed["trials"]):
             mine = sorted((r for r in rows if trial_key(r) == t), key=lambda r: (r["phase"], r["epoch"]))
-            after = [r for r in mine if _stamp(r)[0] > killed["at"]]
+            after = [r for r in mine if not _before(r, killed["at"])]
             if not after or any(r["node_id"] == killed["node"] for r in after):
                 failures.append(f"trial {t} did not continue on another node after the kill")
             path = " ".join(f"{r['phase'][0]}{r['epoch']}@{short(r['node_id'])}" for r in mine)
@@ -341,10 +348,10 @@ def verify(a) -> int:
         print(f"  FAILED: {f}")
     print(
         f"local cluster test: {'PASSED' if not failures else 'FAILED'}: nodes launched {len(launched)} "
-        f"(peak {state.get('peak_workers_before_kill')} for {len(expected_trials)} trials, max {a.max_workers}), "
-        f"trials per GPU {trials_per_gpu}, worker killed mid-trial -> {len(killed['trials']) if killed else 0} "
-        f"trial(s) resumed elsewhere, scaled down in {state.get('scaled_down_after_s')} s, unshared local "
-        f"storage refused {a.storage_refused}, "
+        f"(peak {state.get('peak_workers_before_kill')} for {len(expected_trials)} trials, max "
+        f"{a.max_workers}), trials per GPU {trials_per_gpu}, worker killed mid-trial -> "
+        f"{len(killed['trials']) if killed else 0} trial(s) resumed elsewhere, scaled down in "
+        f"{state.get('scaled_down_after_s')} s, unshared local storage refused {a.storage_refused}, "
         f"rows {len(rows)}/{len(expected)}, lost {len(lost)}, duplicated {duplicated}"
     )
     return 0 if not failures else 1
@@ -362,7 +369,7 @@ def teardown(a) -> int:
     time.sleep(0.5)
     still = run_processes(a.run_id)
     print(
-        f"teardown: stopped {len(pids)} process(es) of this run ({len(left)} needed SIGKILL), {len(still)} left"
+        f"teardown: {len(pids)} process(es) of this run stopped ({len(left)} by SIGKILL), {len(still)} left"
     )
     return 0 if not still else 1
 
@@ -400,7 +407,7 @@ def main(argv=None) -> int:
     v.add_argument("--max-workers", type=int, default=3)
     v.add_argument("--storage-refused", choices=("yes", "no"), required=True, help="run.sh's result")
     t = sub.add_parser("teardown", parents=[common])
-    t.add_argument("--grace", type=float, default=15)
+    t.add_argument("--grace", type=float, default=5)
     a = p.parse_args(argv)
     if not a.run_id:
         p.error("--run-id (or ORCA_LOCAL_TEST_ID) is required")

@@ -23,7 +23,8 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=$(command -v python3); fi
+    PYTHON=$REPO/.venv/bin/python
+    [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3)
 fi
 # Become a child subreaper first (then exec bash again): Ray's daemons, orphaned by `ray start`, are reaped
 # here, so `times` at the end counts the CPU time of the whole cluster.
@@ -63,7 +64,8 @@ finish() {
     check teardown || rc=1
     local wall=$(($(date +%s) - T0)) cpu
     times > "$WORK/times"   # in this shell, not a subshell: its children's (and adopted orphans') CPU time
-    cpu=$(tail -1 "$WORK/times" | awk '{split($1,u,/[ms]/); split($2,s,/[ms]/); printf "%.0f", u[1]*60+u[2]+s[1]*60+s[2]}')
+    cpu=$(tail -1 "$WORK/times" | awk '{split($1, u, /[ms]/); split($2, s, /[ms]/);
+        printf "%.0f", u[1] * 60 + u[2] + s[1] * 60 + s[2]}')
     if [[ "${KEEP:-0}" == 1 || $rc -ne 0 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
     [[ -n "$SUMMARY" ]] || SUMMARY="local cluster test: FAILED before the checks (see above)"
     echo "$SUMMARY; wall ${wall} s, cpu ${cpu} s; exit $rc"
@@ -116,7 +118,8 @@ if [[ $REFUSED_RC -ne 0 ]] && tail -1 "$WORK/refused.log" | grep -q -- "--storag
     STORAGE_REFUSED=yes
 fi
 
-log "sweep: tasks $TASKS, seeds $SEEDS, embedder epochs $EMBEDDER_EPOCHS, $REFINE_EPOCHS refine epochs, $GPUS_PER_TRIAL GPU per trial"
+log "sweep: tasks $TASKS, seeds $SEEDS, embedder epochs $EMBEDDER_EPOCHS, $REFINE_EPOCHS refine epochs," \
+    "$GPUS_PER_TRIAL GPU per trial"
 # shellcheck disable=SC2086
 (cd "$WORK" && exec timeout "$SWEEP_TIMEOUT" "$PYTHON" "$REPO/sweeps/embedder_epochs.py" --address auto \
     --gpus-per-trial "$GPUS_PER_TRIAL" --tasks $TASKS --seeds $SEEDS --embedder-epochs $EMBEDDER_EPOCHS \
@@ -125,7 +128,7 @@ log "sweep: tasks $TASKS, seeds $SEEDS, embedder epochs $EMBEDDER_EPOCHS, $REFIN
 SWEEP_PID=$!
 check watch --address "$RAY_ADDRESS" --results "$WORK/storage/local-test/parquet" \
     --done-file "$WORK/sweep.done" --refine-epochs "$REFINE_EPOCHS" --timeout $((SWEEP_TIMEOUT + 60)) \
-    2> "$WORK/watch.err" &   # Ray's own notices of the dead raylet go to the file
+    > >(grep --line-buffered '^  \[watch') 2> "$WORK/watch.err" &   # its own lines, not Ray's notices
 WATCH_PID=$!
 wait "$SWEEP_PID"
 SWEEP_RC=$?
@@ -134,7 +137,7 @@ wait "$WATCH_PID"
 WATCH_RC=$?
 if [[ $WATCH_RC -ne 0 ]]; then tail -20 "$WORK/watch.err"; fi
 log "sweep exited with $SWEEP_RC"
-grep -E "^sweep '|trials in|failed" "$WORK/sweep.log" | tail -3
+grep "^sweep '" "$WORK/sweep.log"
 if [[ $SWEEP_RC -ne 0 ]]; then tail -40 "$WORK/sweep.log"; fi
 
 log "waiting for the autoscaler to remove the idle workers"

@@ -43,6 +43,7 @@ RESULT_SCHEMA = pa.schema(
         ("metric", pa.string()),
         ("seconds", pa.float64()),
         ("node", pa.string()),
+        ("node_id", pa.string()),
         ("lr", pa.float64()),
         ("pretraining_tokens", pa.float64()),
         ("preset", pa.string()),

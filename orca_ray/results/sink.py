@@ -43,7 +43,8 @@ class ParquetSink(Callback):
     this sink sees a trial (e.g. after `Tuner.restore`), the trial's existing part file is merged in, so a
     resumed trial keeps its earlier rows. A trial's rows are dropped from memory once it has completed or
     errored and its file is written (the file is the record; a later resume reloads it). `node` is the value
-    the trial reported (else Tune's hostname); `config_json` the flat trial config.
+    the trial reported (else Tune's hostname), `node_id` the Ray node id it reported; `config_json` the flat
+    trial config.
 
     Results without a `phase` (not from a contract trainable) are ignored.
 
@@ -110,6 +111,7 @@ class ParquetSink(Callback):
         meta = {
             "trial_id": trial_id,
             "node": result.get("node") or result.get("hostname") or result.get("node_ip"),
+            "node_id": result.get("node_id"),
             "config_json": config_json(config),
         }
         for name in TRIAL_FIELDS:

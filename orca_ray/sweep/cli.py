@@ -30,7 +30,7 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
     p.add_argument(
         "--address",
         default=os.environ.get("RAY_ADDRESS"),
-        help="Ray cluster address ('auto' on a cluster node); default: start a local Ray",
+        help="Ray cluster address ('auto' on a cluster node); default: $RAY_ADDRESS, else a new local Ray",
     )
     p.add_argument(
         "--preset",
@@ -49,6 +49,13 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         "--storage",
         default=os.environ.get("ORCA_RAY_STORAGE", DEMO_STORAGE),
         help="where Tune state and Parquet go: a local path or s3:// / gs:// (env ORCA_RAY_STORAGE)",
+    )
+    p.add_argument(
+        "--storage-shared",
+        action="store_true",
+        default=os.environ.get("ORCA_RAY_STORAGE_SHARED") == "1",
+        help="the local --storage path is mounted on every node (NFS); without it a local path is refused "
+        "when trials run on other nodes (env ORCA_RAY_STORAGE_SHARED=1)",
     )
     p.add_argument(
         "--name",
@@ -203,6 +210,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             cpus_per_trial=preset.cpus if args.cpus_per_trial is None else args.cpus_per_trial,
             gpus_per_trial=preset.gpus if args.gpus_per_trial is None else args.gpus_per_trial,
             max_failures=args.max_failures,
+            storage_shared=args.storage_shared,
             preload_tasks=args.preset == "demo",
             analysis=not args.no_analysis,
             trust_storage=args.trust_storage,

@@ -42,6 +42,8 @@ class SweepSpec:
         cpus_per_trial: CPUs per trial.
         gpus_per_trial: GPUs per trial (fractions share a card).
         max_failures: retries of a failed trial from its last checkpoint.
+        storage_shared: a local `storage` path that every node mounts at the same place (NFS); without it a
+            local path is refused when trials run on other nodes than the driver's.
         preload_tasks: load tasks on the driver and share them through the object store.
         metric: the search metric reported by the trainable.
         mode: "min" or "max" for `metric`.
@@ -63,6 +65,7 @@ class SweepSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    storage_shared: bool = False
     preload_tasks: bool = False
     metric: str = "best_val_score"
     mode: str = "min"

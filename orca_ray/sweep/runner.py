@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import MISSING, fields
+from typing import NamedTuple
 
 import ray
 from ray import tune
@@ -73,24 +74,70 @@ class DriverStateRecorder(tune.Callback):
         return None
 
 
-def connect(address: str | None) -> str | None:
-    """Start or join Ray (once per driver), passing the trial environment through.
+class Connection(NamedTuple):
+    """What `connect` did.
 
     Args:
-        address: Ray cluster address ("auto", "ray://..."); None starts a local Ray or joins `$RAY_ADDRESS`.
-
-    Returns:
-        The dashboard URL when this call started Ray and the dashboard runs, else None.
+        dashboard: the dashboard URL when this call started Ray and the dashboard runs, else None.
+        local: this call started a new local Ray (so trials run on this machine only).
     """
+
+    dashboard: str | None
+    local: bool
+
+
+def connect(address: str | None) -> Connection:
+    """Start or join Ray (once per driver), passing the trial environment through.
+
+    Without an address this joins `$RAY_ADDRESS`, else starts a new local Ray: never a bare `ray.init()`,
+    which joins whichever cluster `ray start` last started on this machine
+    (`$RAY_TMPDIR/ray/ray_current_cluster`), someone else's included.
+
+    Args:
+        address: Ray cluster address ("auto", "host:port", "ray://..."); None: `$RAY_ADDRESS`, else a
+            new local Ray.
+    """
+    from ..trainable import LOGICAL_GPUS_ENV
+
     # every-epoch checkpoints are the point here: silence Tune's "snapshotting too often" advice
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
-        return None
-    env_vars = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+        return Connection(None, False)
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    env_vars = {k: os.environ[k] for k in (*PASS_THROUGH_ENV, LOGICAL_GPUS_ENV) if k in os.environ}
     context = ray.init(
         address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True
     )
-    return getattr(context, "dashboard_url", None) or None
+    return Connection(getattr(context, "dashboard_url", None) or None, address == "local")
+
+
+def check_storage_reachable(spec: SweepSpec, nodes: list[dict], driver_node_id: str) -> None:
+    """Stop before any trial runs when trials would write checkpoints to a path only this machine has.
+
+    Ray Tune needs storage that every node reaches (S3, GCS, NFS) once trials run on other nodes than the
+    driver's: on a cluster of several nodes, or one whose driver node cannot host a trial (a head without
+    CPU/GPU, whose workers the autoscaler has yet to start).
+
+    Args:
+        spec: the sweep; a `storage` URI (`s3://`, `gs://`, ...) or `storage_shared` passes.
+        nodes: `ray.nodes()` of the cluster the driver joined.
+        driver_node_id: the driver's node (`ray.get_runtime_context().get_node_id()`).
+
+    Raises:
+        SystemExit: one line naming the fix.
+    """
+    if is_uri(spec.storage) or spec.storage_shared:
+        return
+    alive = [n for n in nodes if n.get("Alive")]
+    need = {"CPU": spec.cpus_per_trial, "GPU": spec.gpus_per_trial}
+    here = next((n["Resources"] for n in alive if n["NodeID"] == driver_node_id), {})
+    if len(alive) > 1 or not all(here.get(k, 0) >= v for k, v in need.items() if v > 0):
+        why = f"{len(alive)} nodes" if len(alive) > 1 else "this node runs no trials, others will"
+        raise SystemExit(
+            f"--storage {spec.storage} is a path on this machine, but trials run on other nodes of this Ray "
+            f"cluster ({why}): use s3://... or gs://..., or a directory every node mounts (NFS) and add "
+            "--storage-shared"
+        )
 
 
 def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner, bool]:
@@ -182,7 +229,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     Returns:
         Tune's ResultGrid.
     """
-    dashboard = connect(address)
+    dashboard, local = connect(address)
+    if not local:
+        check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
     tasks = _preload(spec) if spec.preload_tasks else None
     tuner, restored = build_tuner(spec, tasks)
     if restored:
