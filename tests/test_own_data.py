@@ -422,3 +422,19 @@ def test_npz_channels_last_images_and_imagefolder_subfolders(tmp_path):
     Image.new("L", (6, 6)).save(tmp_path / "imgs" / "train" / "a" / ".hidden" / "x.png")
     task = load_task(f"imagefolder:{tmp_path / 'imgs'}")
     assert len(task.train) + len(task.val) == 6 and len(task.test) == 6
+
+
+def test_npz_label_columns_and_one_hot_rows_are_classes(tmp_path):
+    x = np.random.default_rng(0).standard_normal((30, 1, 8)).astype(np.float32)
+    y = np.arange(30) % 3 + 1
+    np.savez(tmp_path / "c.npz", x_train=x, y_train=y[:, None], x_test=x[:6], y_test=y[:6, None])
+    column = load_task(f"npz:{tmp_path / 'c.npz'}")
+    assert column.kind == "classification" and column.class_names == ("1", "2", "3")
+    eye = np.eye(3, dtype=np.float32)
+    np.savez(tmp_path / "h.npz", x_train=x, y_train=eye[y - 1], x_test=x[:6], y_test=eye[y[:6] - 1])
+    hot = load_task(f"npz:{tmp_path / 'h.npz'}")
+    assert hot.kind == "classification" and hot.num_outputs == 3
+    assert np.array_equal(hot.test.y, y[:6] - 1)
+    multi = (np.random.default_rng(1).random((30, 4)) > 0.5).astype(np.float32)
+    np.savez(tmp_path / "m.npz", x_train=x, y_train=multi, x_test=x[:6], y_test=multi[:6])
+    assert load_task(f"npz:{tmp_path / 'm.npz'}").kind == "multilabel"

@@ -2,7 +2,7 @@
 
 The file holds x_train, y_train, x_test, y_test (and optionally x_val, y_val; else val is carved from train).
 x: (N, C, L) → 1D, (N, C, H, W) → 2D (channels-last (N, H, W, C) with C ∈ {1, 3, 4} is transposed), (N, L) → 1D
-with one channel. y: class labels (N,) in any convention
+with one channel. y: class labels (N,) or (N, 1), or one-hot rows (N, K), in any convention
 (integers of any range, strings, integer-valued floats; see tasks.labels) → classification, remapped to
 0..K-1 with the original labels kept as `class_names`; 0/1 floats (N, K) → multilabel; floats shaped like a
 grid (N, L) / (N, H, W) → dense regression (normalised per element with training statistics; the metric is
@@ -84,6 +84,11 @@ def load_npz_task(
             raise TaskDataError(
                 f"{p}: field y_{s} has {len(y)} rows but x_{s} has {len(x)}; they must pair up"
             )
+    ys = {s: y for s, (_, y) in splits.items()}
+    if all(y.ndim == 2 and y.shape[1] == 1 for y in ys.values()):  # a column of labels (N, 1)
+        splits = {s: (x, y[:, 0]) for s, (x, y) in splits.items()}
+    elif kind is None and _one_hot(ys["train"]) and all(_one_hot(y) for y in ys.values()):
+        splits = {s: (x, y.argmax(1)) for s, (x, y) in splits.items()}  # one-hot rows: class indices
     x_tr, y_tr = splits["train"]
     kind = kind or _infer_kind(y_tr, x_tr)
     modality = "1d" if x_tr.ndim == 3 else "2d"
@@ -152,6 +157,14 @@ def npz_modality(path: str | Path) -> str:
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from None
     return "2d" if len(shape) == 4 else "1d"
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    """Rows of 0/1 with exactly one 1 each (Keras-style class labels), as opposed to multilabel targets."""
+    if y.ndim != 2 or y.shape[1] < 2 or len(y) == 0:
+        return False
+    head = np.asarray(y[:100_000])
+    return bool(np.isin(head, (0, 1)).all() and (head.sum(1) == 1).all())
 
 
 def _existing(path: str | Path) -> Path:
