@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import socket
+import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -196,9 +197,23 @@ def env_assignments(args: str) -> dict[str, str]:
     return dict(t.split("=", 1) for t in tokens)
 
 
-def base_image() -> str:
+def base_from() -> str:
+    """The FROM image reference as written (build arguments unexpanded)."""
     froms = [args for kw, args in dockerfile() if kw == "FROM"]
     return [t for t in froms[0].split() if not t.startswith("--")][0]
+
+
+def base_image() -> str:
+    """The base image's tag: the FROM reference with the pre-FROM ARG defaults expanded, digest left off."""
+    defaults = {}
+    for kw, args in dockerfile():
+        if kw == "FROM":
+            break
+        if kw == "ARG" and "=" in args:
+            name, value = args.split("=", 1)
+            defaults[name.strip()] = value.strip()
+    ref = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), base_from())
+    return ref.split("@", 1)[0]
 
 
 def dockerignore_excludes(path: str) -> bool:
@@ -505,7 +520,9 @@ def test_one_image_everywhere_tagged_with_the_project_version():
     image = next(iter(images.values()))
     repo, _, tag = image.rpartition(":")
     assert repo.endswith("/orca-ray") and tag == pyproject()["project"]["version"], image
-    assert f"-t {image} ." in DOCKERFILE.read_text(), "the build command in the Dockerfile names the image"
+    assert f"docker/build.sh -t {image}\n" in DOCKERFILE.read_text(), (
+        "the build command in the Dockerfile names it"
+    )
 
 
 def test_one_ray_version_everywhere():
@@ -530,7 +547,8 @@ def test_one_ray_version_everywhere():
 
 def test_dockerfile_parses_into_valid_instructions():
     instructions = dockerfile()
-    assert instructions[0][0] == "FROM", "FROM must be the first instruction"
+    first = next(kw for kw, _ in instructions if kw != "ARG")
+    assert first == "FROM", "FROM must be the first instruction after the base image's ARGs"
     for keyword, args in instructions:
         assert keyword in DOCKERFILE_KEYWORDS, f"unknown instruction {keyword!r}"
         assert args, f"{keyword} without arguments"
@@ -541,6 +559,39 @@ def test_dockerfile_base_is_a_pinned_official_ray_gpu_image():
     image = base_image()
     assert image.startswith("rayproject/ray:") and "ray-ml" not in image
     assert not image.endswith((":latest", ":nightly")) and "${" not in image
+    # pinned by digest: the FROM takes the digest build argument, which has no default to fall back on
+    assert base_from() == "${RAY_BASE}@${RAY_BASE_DIGEST}"
+    assert ("ARG", "RAY_BASE_DIGEST") in dockerfile()
+
+
+def run_build_script(tmp_path, digest_file_text: str | None):
+    """docker/build.sh with `docker` on PATH replaced by a script that prints its arguments (no Docker here)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\necho "docker $*"\n')
+    (bin_dir / "docker").chmod(0o755)
+    lock = tmp_path / "base-image.digest"
+    if digest_file_text is not None:
+        lock.write_text(digest_file_text)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ORCA_RAY_BASE_DIGEST_FILE": str(lock)}
+    return subprocess.run(
+        ["bash", str(DOCKERFILE.parent / "build.sh"), "-t", "orca-ray:test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_build_script_builds_from_the_recorded_digest_and_refuses_anything_else(tmp_path):
+    digest = "sha256:" + "0123456789abcdef" * 4
+    ok = run_build_script(tmp_path, digest + "\n")
+    assert ok.returncode == 0, ok.stderr
+    assert f"--build-arg RAY_BASE_DIGEST={digest}" in ok.stdout and "-t orca-ray:test" in ok.stdout
+    (tmp_path / "bad").mkdir()
+    bad = run_build_script(tmp_path / "bad", "latest")
+    assert bad.returncode == 2 and "base-image.digest" in bad.stderr and "not a sha256 digest" in bad.stderr
+    assert "docker build" not in bad.stdout
 
 
 def test_dockerfile_runs_as_non_root_with_workdir_and_hf_home():
