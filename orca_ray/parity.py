@@ -585,42 +585,74 @@ def check_schedules(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_ecg(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """ORCA's ECG protocol: z-score per recording, 90/10 split of recordings, class-dependent window strides."""
+    """ORCA's ECG protocol: z-score per recording, 90/10 split of recordings, class-dependent window strides
+    on train and test. Windows are compared as sets of (recording, start, label) (ORCA shuffles them with the
+    global numpy RNG), their values by their sum."""
     a = golden.arrays(case)
+    windows = _need("orca_ray.tasks.nb360.ecg", "ecg_windows")
     split = _need("orca_ray.tasks.nb360.ecg", "orca_ecg_split")
     offsets = np.concatenate([[0], np.cumsum(a["lengths"])])
     recs = [a["recordings"][offsets[i] : offsets[i + 1]] for i in range(len(a["lengths"]))]
-    got = split(recs, a["labels"])
+    labels = a["labels"]
+    parts = windows(a["lengths"], labels, protocol="orca")
+    values = split(recs, labels)
     for key in ("train", "test"):
         orca = a[f"{key}_windows"]
-        ours = np.array(sorted(map(tuple, np.asarray(got[f"{key}_windows"]).tolist())), dtype=np.int64)
+        rec, start = (np.asarray(v, dtype=np.int64) for v in parts[key])
+        ours = np.array(sorted(zip(rec.tolist(), start.tolist(), labels[rec].tolist())), dtype=np.int64)
         same = ours.shape == orca.shape and bool(np.all(ours == orca))
+        note = (
+            ""
+            if same
+            else f"{len(ours)} windows, {len(set(map(tuple, ours)) ^ set(map(tuple, orca)))} differ"
+        )
         yield Check(
             f"ECG split: {key} windows (recording, start, label)",
-            float(len(orca)),
-            float(len(ours)),
+            len(orca),
+            len(ours),
             0.0 if same else 1.0,
             EXACT,
+            note,
         )
-        if key + "_x" in got:
-            yield compare(
-                f"ECG split: {key} window values (sum)",
-                case[f"{key}_sum"],
-                float(np.sum(got[key + "_x"], dtype=np.float64)),
-                FWD,
-            )
+        x, lab, _ = values[key]
+        yield compare(
+            f"ECG split: {key} window values (sum)",
+            case[f"{key}_sum"],
+            float(np.sum(x, dtype=np.float64)),
+            FWD,
+        )
 
 
 def check_satellite(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """Satellite inputs under protocol orca: raw values (no per-series z-scoring), labels − 1."""
+    """Satellite under protocol orca: raw values (no per-series z-scoring), labels − 1, the whole training
+    file trains. The golden arrays are written as the real files' pickled dicts and read by our loader."""
+    from .tasks import load_task
+
     a = golden.arrays(case)
-    fn = _need("orca_ray.tasks.nb360.satellite", "satellite_arrays")
-    for split in ("train", "test"):
-        x, y = fn(a[f"raw_{split}"], a[f"label_{split}"], protocol="orca")
-        yield compare(
-            f"Satellite {split} inputs (raw)", a[f"orca_x_{split}"], np.asarray(x, dtype=np.float32), EXACT
-        )
-        yield compare(f"Satellite {split} labels", a[f"orca_y_{split}"], np.asarray(y), EXACT)
+    with tempfile.TemporaryDirectory(prefix="orca_parity_satellite_") as tmp:
+        for split in ("train", "test"):
+            data = {"data": a[f"raw_{split}"], "label": a[f"label_{split}"]}
+            np.save(Path(tmp) / f"satellite_{split}.npy", data, allow_pickle=True)  # written here: trusted
+        task = load_task("satellite", data_root=tmp, protocol="orca", cache_dir=Path(tmp) / "cache")
+        for split, ours in (("train", task.train), ("test", task.test)):
+            x = np.asarray(ours.x, dtype=np.float32)
+            yield compare(f"Satellite {split} inputs (raw, protocol orca)", a[f"orca_x_{split}"], x, EXACT)
+            yield compare(f"Satellite {split} labels", a[f"orca_y_{split}"], np.asarray(ours.y), EXACT)
+
+
+def check_pseudo_labels(golden: Golden, name: str, case: dict) -> Iterator[Check]:
+    """k-means pseudo-classes of targets without classes: ORCA's k (10) and the same partition of targets
+    drawn around 10 well-separated centres (numbering is arbitrary, so compared by adjusted Rand index)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    a = golden.arrays(case)
+    pseudo_labels = _need("orca_ray.align", "pseudo_labels")
+    ours = np.asarray(pseudo_labels(a["y"], 0))
+    yield compare(
+        "align pseudo-classes: k (k-means on flattened targets)", case["k"], len(np.unique(ours)), EXACT
+    )
+    ari = float(adjusted_rand_score(a["labels"], ours))
+    yield compare("align pseudo-classes: same partition (adjusted Rand index)", 1.0, ari, EXACT)
 
 
 CHECKS: dict[str, Callable[[Golden, str, dict], Iterator[Check]]] = {
@@ -633,6 +665,7 @@ CHECKS: dict[str, Callable[[Golden, str, dict], Iterator[Check]]] = {
     "schedules": check_schedules,
     "ecg_split": check_ecg,
     "satellite": check_satellite,
+    "pseudo_labels": check_pseudo_labels,
 }
 
 

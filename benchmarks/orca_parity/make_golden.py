@@ -880,7 +880,8 @@ def case_satellite(orca, g: Golden, opts, tmp: Path) -> None:
     raw = {}
     for split, n in (("train", opts.satellite_n), ("test", max(4, opts.satellite_n // 4))):
         data = f16(rng.gamma(2.0, 900.0, (n, 46))).astype(np.float32)  # reflectance-like, far from unit scale
-        label = rng.integers(1, 25, n)
+        # every class in the training file (as the real one; our loader requires it), then random labels
+        label = rng.permutation(np.concatenate([np.arange(1, 25), rng.integers(1, 25, max(0, n - 24))]))[:n]
         np.save(root / f"satellite_{split}.npy", {"data": data, "label": label}, allow_pickle=True)
         raw[split] = (data, label)
     train_loader, _, test_loader = orca.data_loaders.load_satellite(str(root), 4, valid_split=False)
@@ -895,6 +896,25 @@ def case_satellite(orca, g: Golden, opts, tmp: Path) -> None:
         "orca_y_test": test_loader.dataset.tensors[1].numpy(),
     }
     g.add("satellite_raw", "satellite", {}, arrays)
+
+
+def case_pseudo_labels(orca, g: Golden, opts) -> None:
+    """ORCA's k-means pseudo-classes for tasks without classes (infer_labels: k = 10 on the flattened
+    targets), on targets drawn around 10 well-separated centres, where any k-means run finds the same
+    partition; k-means's own random restarts make the labels' numbering arbitrary."""
+    import torch
+
+    rng = np.random.default_rng([opts.seed, 9])
+    centres = rng.normal(0, 10, (10, 6, 6))
+    members = rng.permutation(np.arange(opts.pseudo_n) % 10)
+    y = f16(centres[members] + rng.normal(0, 0.1, (opts.pseudo_n, 6, 6)))
+    x = torch.zeros(opts.pseudo_n, 1)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.from_numpy(y.astype(np.float32))), batch_size=8
+    )
+    labelled, k = orca.embedder.infer_labels(loader)
+    labels = labelled.dataset.tensors[1].numpy().ravel()
+    g.add("pseudo_labels", "pseudo_labels", {"k": int(k)}, {"y": y, "labels": labels})
 
 
 def case_schedules(orca, g: Golden, opts) -> None:
@@ -944,7 +964,7 @@ def main(argv=None) -> None:
         "--only",
         nargs="*",
         default=None,
-        help="case groups: init forward refine align losses metrics ecg satellite schedules",
+        help="case groups: init forward refine align losses metrics ecg satellite schedules pseudo",
     )
     p.add_argument(
         "--shape",
@@ -989,7 +1009,8 @@ def main(argv=None) -> None:
     p.add_argument("--ecg-recordings", type=int, default=30)
     p.add_argument("--ecg-min-len", type=int, default=1050)
     p.add_argument("--ecg-max-len", type=int, default=2600)
-    p.add_argument("--satellite-n", type=int, default=40)
+    p.add_argument("--satellite-n", type=int, default=40, help="training rows (>= 24: every class)")
+    p.add_argument("--pseudo-n", type=int, default=120, help="targets of the k-means pseudo-class case")
     p.add_argument("--schedule-n-train", type=int, default=7)
     opts = p.parse_args(argv)
     if opts.orca_src is None:
@@ -1019,6 +1040,7 @@ def main(argv=None) -> None:
         "ecg",
         "satellite",
         "schedules",
+        "pseudo",
     ]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -1035,10 +1057,13 @@ def main(argv=None) -> None:
             }.get(group)
             if fn is not None:
                 fn(orca, g, opts, tmp)
-            elif group in ("losses", "metrics", "schedules"):
-                {"losses": case_losses, "metrics": case_metrics, "schedules": case_schedules}[group](
-                    orca, g, opts
-                )
+            elif group in ("losses", "metrics", "schedules", "pseudo"):
+                {
+                    "losses": case_losses,
+                    "metrics": case_metrics,
+                    "schedules": case_schedules,
+                    "pseudo": case_pseudo_labels,
+                }[group](orca, g, opts)
             else:
                 sys.exit(f"unknown case group {group!r}")
     manifest = {
