@@ -15,6 +15,11 @@ only when the data has what it needs (otherwise a note is printed):
 Every figure is faceted by task and shows the mean over seeds with ± 1 std (sample std) as a band or error
 bar. The "final" score of a trial is the test score at its best-validation refine epoch (`final_scores`).
 
+Baselines (`orca_ray.baselines`: a linear model on the raw inputs, the same body from random init) are rows
+in the same Parquet, marked in `config_json`. They are kept out of the factor slices and drawn as horizontal
+lines (mean, ± std band) in every figure that shows test scores, and as marked rows in the table, which also
+says per task how large the seed-to-seed noise is next to the differences between settings.
+
 Each figure studies one factor. When a task's trials also vary in other factors (a results dir holding
 several sweeps), the figure fixes those to one slice — the one in which the studied factor takes the most
 values, then the one with the most trials — and prints which slice it used. Use --sweep to pick one sweep.
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -37,6 +43,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from orca_ray.baselines import KINDS as BASELINE_KINDS  # noqa: E402
+from orca_ray.baselines import LINEAR, RANDOM_BODY, baseline_kind  # noqa: E402
 from orca_ray.results import final_scores, read_results  # noqa: E402
 
 METRIC_LABELS = {
@@ -57,6 +65,8 @@ BODY_ORDER = (
     "FacebookAI/roberta-base",
 )
 MISSING = "–"
+# horizontal baseline lines: (colour, line style), outside the C0..C9 cycle the factor plots use
+BASELINE_STYLE = {LINEAR: ("black", ":"), RANDOM_BODY: ("black", "-.")}
 
 FIG2 = "fig2_finetune_curves_by_proxy.png"
 FIG3 = "fig3_otdd_vs_score.png"
@@ -134,6 +144,42 @@ def _facets(n: int, rows: int = 1, width: float = 4.6, height: float = 3.4):
     return fig, axes
 
 
+def _suptitle(fig, text: str, fontsize: float = 11) -> None:
+    """A figure title wrapped to the canvas width (a one-facet figure is narrower than most titles)."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
+
+
+def _legend_below(fig, axes) -> None:
+    """One legend for the figure, below the facets (never over the data), each label once."""
+    handles, labels = {}, []
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles and not lab.startswith("_"):
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        ncols = max(1, min(len(labels), int(fig.get_figwidth() // 2.3)))
+        fig.legend(
+            [handles[lab] for lab in labels], labels, loc="outside lower center", ncols=ncols, fontsize=7
+        )
+
+
+def _draw_baselines(ax, baselines: pd.DataFrame | None, task: str) -> None:
+    """The task's baselines as horizontal lines at their mean final test score, with a ± std band."""
+    if baselines is None or baselines.empty:
+        return
+    rows = baselines[baselines["task"] == task]
+    for kind in BASELINE_KINDS:
+        mean, std, n = _mean_std(rows.loc[rows["baseline"] == kind, "final_test"])
+        if n == 0 or math.isnan(mean):
+            continue
+        color, style = BASELINE_STYLE[kind]
+        ax.axhline(mean, color=color, linestyle=style, linewidth=1.2, label=f"baseline: {kind} (n={n})")
+        if std > 0:
+            ax.axhspan(mean - std, mean + std, color=color, alpha=0.06, linewidth=0)
+
+
 def _save(fig, path: str, written: list[str]) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -152,7 +198,9 @@ def _tasks(fs: pd.DataFrame) -> list[str]:
 # figures
 
 
-def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+def fig2_finetune_curves(
+    df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str], baselines: pd.DataFrame | None = None
+) -> None:
     """Fig. 2: val and test score per refine epoch, one line per proxy (mean ± std over seeds), a panel per task.
 
     Args:
@@ -160,6 +208,7 @@ def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: 
         fs: one row per trial (`final_scores(df)`).
         out: folder for the PNG.
         written: paths of the files written so far; this figure's is appended when drawn.
+        baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     refine = df[(df["phase"] == "refine") & df["val_score"].notna()]
     if refine.empty:
@@ -192,12 +241,15 @@ def fig2_finetune_curves(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: 
         ax.set_xlabel("refine epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric_label(rows["metric"].unique()))
-        ax.legend(fontsize=7)
-    fig.suptitle("Fine-tuning curves by proxy dataset (mean ± std over seeds; dashed: test)")
+        _draw_baselines(ax, baselines, task)
+    _legend_below(fig, axes)
+    _suptitle(fig, "Fine-tuning curves by proxy dataset (mean ± std over seeds; dashed: test)")
     _save(fig, os.path.join(out, FIG2), written)
 
 
-def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+def fig3_otdd_vs_score(
+    df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str], baselines: pd.DataFrame | None = None
+) -> None:
     """Fig. 3: final OTDD and final test score against embedder epochs, one panel per task.
 
     Args:
@@ -205,6 +257,7 @@ def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: li
         fs: one row per trial (`final_scores(df)`).
         out: folder for the PNG.
         written: paths of the files written so far; this figure's is appended when drawn.
+        baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     kfs = _keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
     tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2]
@@ -212,6 +265,7 @@ def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: li
         _note(f"{FIG3} skipped: no task has trials with two or more embedder-epoch settings")
         return
     fig, axes = _facets(len(tasks), rows=2)
+    legend_axes = []
     for j, task in enumerate(tasks):
         trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["embedder_epochs"])
         trials = trials[trials["embedder_epochs"].notna()]
@@ -227,9 +281,11 @@ def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: li
         ax.set_xlabel("embedder epochs")
         ax.set_ylabel("final OTDD", color="C0")
         ax2 = ax.twinx()
+        legend_axes += [ax, ax2]  # the twin (test-score) axis carries the test curve and the baselines
         ax2.errorbar(x, tm, yerr=tsd, color="C3", marker="s", capsize=3, linestyle="--", label="final test")
         ax2.fill_between(x, tm - tsd, tm + tsd, color="C3", alpha=0.12, linewidth=0)
         ax2.set_ylabel(f"final test {metric_label(trials['metric'].unique())}", color="C3")
+        _draw_baselines(ax2, baselines, task)
         n = trials.groupby("embedder_epochs")["trial_id"].nunique().min()
         ax.set_title(_title(f"{task} (n≥{n} seeds)", fixed, FIG3), fontsize=8)
         ax.set_xticks(x)
@@ -245,13 +301,14 @@ def fig3_otdd_vs_score(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: li
             stats = align.groupby("epoch")["otdd"].agg(["mean", "std"])
             xe = stats.index.to_numpy()
             m, s = stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
-            ax.plot(xe, m, color="C0", label=f"embedder epochs = {longest}")
+            ax.plot(xe, m, color="C0")
             ax.fill_between(xe, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
-            ax.legend(fontsize=7)
+        ax.set_title(f"align OTDD per epoch (embedder epochs = {longest})", fontsize=8)
         ax.set_xlabel("align epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("OTDD")
-    fig.suptitle("OTDD after embedder training vs final score (mean ± std over seeds)")
+    _legend_below(fig, legend_axes)
+    _suptitle(fig, "OTDD after embedder training vs final score (mean ± std over seeds)")
     _save(fig, os.path.join(out, FIG3), written)
 
 
@@ -259,7 +316,9 @@ def _freeze_sort_key(mask: str):
     return (FREEZE_ORDER.index(mask) if mask in FREEZE_ORDER else len(FREEZE_ORDER), str(mask))
 
 
-def fig4_freeze_masks(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+def fig4_freeze_masks(
+    df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str], baselines: pd.DataFrame | None = None
+) -> None:
     """Fig. 4: final test score per freeze mask, with and without alignment, one panel per task.
 
     Args:
@@ -267,6 +326,7 @@ def fig4_freeze_masks(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: lis
         fs: one row per trial (`final_scores(df)`).
         out: folder for the PNG.
         written: paths of the files written so far; this figure's is appended when drawn.
+        baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     kfs = _keyed(fs[fs["final_test"].notna()])
     kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
@@ -305,8 +365,9 @@ def fig4_freeze_masks(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: lis
         ax.set_xlabel("frozen")
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
         ax.set_title(_title(task, fixed, FIG4), fontsize=8)
-        ax.legend(fontsize=7)
-    fig.suptitle("Freezing parts of the model (mean ± std over seeds; dots: seeds)")
+        _draw_baselines(ax, baselines, task)
+    _legend_below(fig, axes)
+    _suptitle(fig, "Freezing parts of the model (mean ± std over seeds; dots: seeds)")
     _save(fig, os.path.join(out, FIG4), written)
 
 
@@ -316,7 +377,9 @@ def _body_sort_key(body: str, tokens: float):
     return (0 if known else 1, tokens if known else 0.0, rank, str(body))
 
 
-def fig5_pretraining_scale(df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str]) -> None:
+def fig5_pretraining_scale(
+    df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str], baselines: pd.DataFrame | None = None
+) -> None:
     """Fig. 5: final test score against the body's pretraining tokens (or a fixed body order when unknown).
 
     Args:
@@ -324,6 +387,7 @@ def fig5_pretraining_scale(df: pd.DataFrame, fs: pd.DataFrame, out: str, written
         fs: one row per trial (`final_scores(df)`).
         out: folder for the PNG.
         written: paths of the files written so far; this figure's is appended when drawn.
+        baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     kfs = _keyed(fs[fs["final_test"].notna()])
     tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
@@ -356,11 +420,13 @@ def fig5_pretraining_scale(df: pd.DataFrame, fs: pd.DataFrame, out: str, written
             x = np.arange(len(bodies), dtype=float)
             ax.set_xticks(x, [str(b[0]).split("/")[-1] for b in bodies], rotation=20)
             ax.set_xlabel("body (by pretraining scale)")
-        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color="C2")
+        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color="C2", label="final test")
         ax.fill_between(x, m - s, m + s, color="C2", alpha=0.15, linewidth=0)
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
         ax.set_title(_title(task, fixed, FIG5), fontsize=8)
-    fig.suptitle("Pretraining scale of the body (mean ± std over seeds)")
+        _draw_baselines(ax, baselines, task)
+    _legend_below(fig, axes)
+    _suptitle(fig, "Pretraining scale of the body (mean ± std over seeds)")
     _save(fig, os.path.join(out, FIG5), written)
 
 
@@ -397,12 +463,14 @@ def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
     return "\n".join([*head, "| task | classes | index = label |", "|---|---|---|", *lines]) + "\n"
 
 
-def final_scores_table(fs: pd.DataFrame) -> str:
+def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
     """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr and preset when they
-    vary), mean ± std over seeds of the final test score and the final OTDD.
+    vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
+    after each task's settings, its baselines, marked as such.
 
     Args:
-        fs: one row per trial (`final_scores`).
+        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
+        baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
     """
     kfs = _keyed(fs)
     extra = [c for c in ("lr", "preset") if kfs["_" + c].nunique() > 1]
@@ -411,19 +479,81 @@ def final_scores_table(fs: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     kfs["task"] = kfs["task"].fillna(MISSING)
     group_cols = ["task", *("_" + k for k in keys[1:])]
-    for combo, g in kfs.groupby(group_cols, sort=True, dropna=False):
-        test = _mean_std(g["final_test"])
-        otdd = _mean_std(g["final_otdd"])
-        n_seeds = g.loc[g["final_test"].notna(), "seed"].nunique()
-        metrics = sorted({str(m) for m in g["metric"].dropna()})
-        cells = [str(v) for v in combo] + [
-            ", ".join(metrics) or MISSING,
-            str(n_seeds),
-            _fmt(*test),
-            _fmt(*otdd),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    base = baselines if baselines is not None else pd.DataFrame(columns=["task", "baseline"])
+    tasks = sorted(set(kfs["task"].astype(str)) | set(base["task"].dropna().astype(str)))
+    for task in tasks:
+        for combo, g in kfs[kfs["task"] == task].groupby(group_cols, sort=True, dropna=False):
+            cells = [str(v) for v in combo] + _score_cells(g)
+            lines.append("| " + " | ".join(cells) + " |")
+        for kind in BASELINE_KINDS:
+            g = base[(base["task"] == task) & (base["baseline"] == kind)]
+            if len(g):
+                body = str(g["body"].iloc[0])
+                label = f"**baseline: {kind}**" + ("" if body == "linear" else f" ({body})")
+                cells = [task, label, *([MISSING] * (len(keys) - 2))] + _score_cells(g)
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _score_cells(g: pd.DataFrame) -> list[str]:
+    n_seeds = g.loc[g["final_test"].notna(), "seed"].nunique()
+    metrics = sorted({str(m) for m in g["metric"].dropna()})
+    return [
+        ", ".join(metrics) or MISSING,
+        str(n_seeds),
+        _fmt(*_mean_std(g["final_test"])),
+        _fmt(*_mean_std(g["final_otdd"])),
+    ]
+
+
+def noise_table(fs: pd.DataFrame) -> str:
+    """Markdown: per task, how the seed-to-seed noise compares with the differences between settings.
+
+    The pooled seed std s (root mean square of the per-setting sample stds) and the smallest number of
+    seeds n give the standard error of a difference between two settings, s·√(2/n); the spread is the
+    largest minus the smallest setting mean. A difference below about twice that standard error is noise.
+
+    Args:
+        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
+    """
+    kfs = _keyed(fs[fs["final_test"].notna()])
+    head = [
+        "task",
+        "settings",
+        "n (seeds, min)",
+        "seed std (pooled)",
+        "s.e. of a difference",
+        "spread of means",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in _tasks(kfs):
+        groups = [g for _, g in kfs[kfs["task"] == task].groupby(["_" + c for c in FACTORS], dropna=False)]
+        stats = [_mean_std(g["final_test"]) for g in groups]
+        ns = [n for _, _, n in stats]
+        multi = [sd for _, sd, n in stats if n > 1]
+        if not multi:
+            lines.append(f"| {task} | {len(groups)} | {min(ns)} | {MISSING} | {MISSING} | {MISSING} |")
+            continue
+        pooled = float(np.sqrt(np.mean(np.square(multi))))
+        se = pooled * math.sqrt(2.0 / min(ns))
+        means = [m for m, _, _ in stats]
+        spread = max(means) - min(means)
+        lines.append(f"| {task} | {len(groups)} | {min(ns)} | {pooled:.3g} | {se:.3g} | {spread:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def split_baselines(df: pd.DataFrame, fs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, baselines): the final scores of ordinary trials, and those of the baselines with a
+    "baseline" column naming their kind (read from each trial's `config_json`).
+
+    Args:
+        df: the rows (`read_results`).
+        fs: their final scores (`final_scores(df)`).
+    """
+    first = df.drop_duplicates("trial_id")[["trial_id", "config_json"]]
+    kinds = dict(zip(first["trial_id"], (baseline_kind(c) for c in first["config_json"])))
+    kind = fs["trial_id"].map(kinds)
+    return fs[kind.isna()], fs[kind.notna()].assign(baseline=kind[kind.notna()])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -446,10 +576,10 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
         _note(f"no results under {results}" + (f" for sweep {sweep!r}" if sweep else ""))
         return []
     os.makedirs(out, exist_ok=True)
-    fs = final_scores(df)
+    fs, baselines = split_baselines(df, final_scores(df))
     written: list[str] = []
     for fig in (fig2_finetune_curves, fig3_otdd_vs_score, fig4_freeze_masks, fig5_pretraining_scale):
-        fig(df, fs, out, written)
+        fig(df, fs, out, written, baselines)
     table = os.path.join(out, TABLE)
     with open(table, "w") as f:
         title = (
@@ -462,7 +592,14 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
         f.write(
             "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
         )
-        f.write(final_scores_table(fs))
+        f.write(final_scores_table(fs, baselines))
+        f.write(
+            "\n## Seed-to-seed noise next to the differences between settings\n\n"
+            "Pooled seed std of the final test score, the standard error of a difference between two "
+            "settings (std·√(2/n)) and the spread of the setting means (largest − smallest). A spread "
+            "below about twice the standard error cannot be told from noise at this number of seeds.\n\n"
+        )
+        f.write(noise_table(fs))
         f.write(classes_table(fs))
     written.append(table)
     return written

@@ -3,6 +3,9 @@
 - "digits": scikit-learn's 8×8 handwritten digits (1,797 images, 10 classes), 2D.
 - UCR/UEA series bundled with sktime, 1D: "basicmotions" (6×100, 4 classes), "gunpoint" (1×150, 2),
   "arrowhead" (1×251, 3), "osuleaf" (1×427, 6), "acsf1" (1×1460, 10), "italypowerdemand" (1×24, 2).
+- "italypowerdemand-pooled": the same 1,096 ItalyPowerDemand series with UCR's train and test pooled and a
+  fixed stratified 30% test split drawn with seed 0 (UCR's own train split has 67 series, too few to carve
+  a validation split that can select an epoch).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def load_digits_task(
     )
 
 
-def _sktime_factory(name: str, dataset: str):
+def _sktime_factory(name: str, dataset: str, pooled_test_fraction: float | None = None):
     def factory(data_root=None, seed: int = 0, val_fraction: float = 0.1) -> Task:
         from sktime.datasets import load_UCR_UEA_dataset
 
@@ -69,6 +72,18 @@ def _sktime_factory(name: str, dataset: str):
         to_index = {c: i for i, c in enumerate(classes)}
         y_tr = np.array([to_index[c] for c in y_tr], dtype=np.int64)
         y_te = np.array([to_index[c] for c in y_te], dtype=np.int64)
+        if pooled_test_fraction is not None:
+            from sklearn.model_selection import train_test_split
+
+            source += f" (train+test pooled, fixed {pooled_test_fraction:.0%} test split)"
+            # like digits: one fixed test split (seed 0) for every trial; the validation split follows `seed`
+            x_tr, x_te, y_tr, y_te = train_test_split(
+                np.concatenate([x_tr, x_te]),
+                np.concatenate([y_tr, y_te]),
+                test_size=pooled_test_fraction,
+                stratify=np.concatenate([y_tr, y_te]),
+                random_state=0,
+            )
         # per-channel standardisation with training statistics only
         mean = x_tr.mean(axis=(0, 2), keepdims=True)
         std = x_tr.std(axis=(0, 2), keepdims=True) + 1e-8
@@ -95,3 +110,8 @@ for _name, _dataset in SKTIME_SETS.items():
     register_task(_name, modality="1d", description=f"UCR/UEA {_dataset} (bundled with sktime)")(
         _sktime_factory(_name, _dataset)
     )
+register_task(
+    "italypowerdemand-pooled",
+    modality="1d",
+    description="UCR ItalyPowerDemand, train+test pooled, fixed 30% test split (bundled with sktime)",
+)(_sktime_factory("italypowerdemand-pooled", "ItalyPowerDemand", pooled_test_fraction=0.3))

@@ -1,0 +1,254 @@
+"""Baselines that give a sweep's scores their context, computed once per task and cached.
+
+Two per task and seed, each scored like a trial (test score at the setting with the best validation score,
+the same metric, the same splits):
+
+- **linear model on the raw inputs** (scikit-learn): logistic regression (classification, one per label for
+  multilabel) or ridge regression (dense regression) on the flattened, standardised inputs; the inverse
+  regularisation strength C (ridge: alpha) is chosen on the validation split. Seconds on the driver.
+- **the same body from random init**: the sweep's trial with `random:<body>`, no proxy, no embedder training
+  and nothing frozen — the study's "does pretraining matter?" question in one row. It is an ordinary trial
+  (it runs through Tune next to the others); `random_body_config` builds it.
+
+Baseline rows live in the sweep's Parquet like trial rows (phase "refine"), so the figures and table need
+nothing but Parquet; the Tune config (hence the `config_json` column) of a baseline carries
+`"baseline": <kind>`, and `baseline_kind` reads it back. `BaselineCache` keeps each baseline's rows under the
+cache directory keyed by its TrialConfig hash, so the next sweep on the same task copies them instead of
+running them again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import TrialConfig
+from .metrics import compute_metric
+from .tasks import Task
+
+BASELINE_KEY = "baseline"  # key in a baseline's Tune config / config_json
+LINEAR = "linear model (raw inputs)"
+RANDOM_BODY = "random-init body"
+KINDS = (LINEAR, RANDOM_BODY)
+LINEAR_BODY = "linear"  # the `body` column of a linear-baseline row: no transformer ran
+LINEAR_MAX_TRAIN = 20_000  # rows the linear model is fitted on at most (seeded subset beyond that)
+_C_GRID = (0.01, 0.1, 1.0, 10.0)
+_ALPHA_GRID = (0.1, 1.0, 10.0, 100.0)
+
+
+def random_body_config(cfg: TrialConfig) -> TrialConfig:
+    """The random-init-body baseline of a trial: same task, data, seed and fine-tuning, body
+    `random:<body>`, no proxy, 0 embedder epochs, nothing frozen.
+
+    Args:
+        cfg: any trial of the sweep on that task and seed.
+    """
+    body = cfg.body if cfg.body.startswith("random:") else f"random:{cfg.body}"
+    return TrialConfig.from_dict(
+        {**cfg.to_dict(), "body": body, "proxy": "none", "embedder_epochs": 0, "freeze": "none"}
+    )
+
+
+def linear_config(cfg: TrialConfig) -> TrialConfig:
+    """The TrialConfig that names a linear baseline (its hash keys the cache): the trial's task, data and
+    seed; body "linear"; no proxy; fine-tuning fields cleared (they do not apply).
+
+    Args:
+        cfg: any trial of the sweep on that task and seed.
+    """
+    keep = ("task", "seed", "preset", "val_fraction", "max_train_samples", "max_eval_samples", "data_root")
+    return TrialConfig.from_dict(
+        {k: getattr(cfg, k) for k in keep} | {"body": LINEAR_BODY, "proxy": "none", "embedder_epochs": 0}
+    )
+
+
+def baselines_for(configs: list[TrialConfig]) -> list[tuple[str, TrialConfig]]:
+    """(kind, config) of every baseline a sweep's trials need: one linear and one random-init-body
+    baseline per (task, seed, data split, fine-tuning settings), in the trials' order, without duplicates.
+    Trials whose body is already random get no random-body baseline of their own.
+
+    Args:
+        configs: the sweep's trials.
+    """
+    out, seen = [], set()
+    for c in configs:
+        for kind, b in ((LINEAR, linear_config(c)), (RANDOM_BODY, random_body_config(c))):
+            if b.config_hash not in seen:
+                seen.add(b.config_hash)
+                out.append((kind, b))
+    return out
+
+
+def _flat(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+
+
+def fit_linear(task: Task, seed: int = 0) -> dict:
+    """Fit the linear baseline on `task` and score it: the regularisation with the best validation score
+    wins; returns {"val_score", "test_score", "train_loss" (NaN), "seconds", "model"}.
+
+    Args:
+        task: the task with its train / val / test splits (as a trial of this seed sees them).
+        seed: seeds the subset of training rows (beyond `LINEAR_MAX_TRAIN`) and the solver.
+    """
+    import time
+
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    t0 = time.perf_counter()
+    x_tr, y_tr = _flat(task.train.x), np.asarray(task.train.y)
+    if len(x_tr) > LINEAR_MAX_TRAIN:
+        idx = np.sort(np.random.default_rng(seed).choice(len(x_tr), LINEAR_MAX_TRAIN, replace=False))
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    scaler = StandardScaler().fit(x_tr)
+    x_tr = scaler.transform(x_tr)
+    x_va, x_te = scaler.transform(_flat(task.val.x)), scaler.transform(_flat(task.test.x))
+
+    def make(reg):
+        if task.kind == "classification":
+            return LogisticRegression(
+                C=reg, max_iter=500, random_state=seed
+            ), f"LogisticRegression(C={reg:g})"
+        if task.kind == "multilabel":
+            est = LogisticRegression(C=reg, max_iter=500, random_state=seed)
+            return OneVsRestClassifier(est), f"OneVsRest(LogisticRegression(C={reg:g}))"
+        return Ridge(alpha=reg), f"Ridge(alpha={reg:g})"
+
+    def outputs(model, x):
+        if task.kind == "classification":
+            return (
+                model.decision_function(x).reshape(len(x), -1)
+                if task.num_outputs > 2
+                else _two_class(model, x)
+            )
+        if task.kind == "multilabel":
+            return model.predict_proba(x)
+        pred = model.predict(x).reshape((len(x), *task.val.y.shape[1:]))
+        return task.y_normalizer.decode(pred) if task.y_normalizer is not None else pred
+
+    def targets(split):
+        y = np.asarray(split.y)
+        return (
+            task.y_normalizer.decode(y) if task.kind == "regression" and task.y_normalizer is not None else y
+        )
+
+    fit_y = y_tr.reshape(len(y_tr), -1) if task.kind == "regression" else y_tr
+    best = None
+    for reg in _C_GRID if task.kind != "regression" else _ALPHA_GRID:
+        model, name = make(reg)
+        model.fit(x_tr, fit_y)
+        val = compute_metric(task.metric, targets(task.val), outputs(model, x_va), task.val.groups)
+        if best is None or (math.isfinite(val) and not val >= best[0]):
+            best = (val, model, name)
+    val, model, name = best
+    test = compute_metric(task.metric, targets(task.test), outputs(model, x_te), task.test.groups)
+    return {
+        "val_score": float(val),
+        "test_score": float(test),
+        "train_loss": float("nan"),
+        "seconds": time.perf_counter() - t0,
+        "model": name,
+    }
+
+
+def _two_class(model, x) -> np.ndarray:
+    # binary logistic regression has one decision value; as two logits its argmax is the predicted class
+    d = model.decision_function(x)
+    return np.stack([np.zeros_like(d), d], axis=1)
+
+
+def linear_rows(cfg: TrialConfig, task: Task, fitted: dict) -> list[dict]:
+    """The Parquet row of a linear baseline (one "refine" row at epoch 1; no align rows).
+
+    Args:
+        cfg: the baseline's config (`linear_config`).
+        task: the task it was fitted on.
+        fitted: what `fit_linear` returned.
+    """
+    config = {"trial": cfg.to_dict(), BASELINE_KEY: LINEAR, "model": fitted["model"]}
+    return [
+        {
+            "trial_id": baseline_trial_id(cfg),
+            "config_hash": cfg.config_hash,
+            "task": cfg.task,
+            "body": LINEAR_BODY,
+            "proxy": "none",
+            "embedder_epochs": 0,
+            "freeze": "none",
+            "seed": cfg.seed,
+            "phase": "refine",
+            "epoch": 1,
+            "otdd": None,
+            "train_loss": None,
+            "val_score": fitted["val_score"],
+            "test_score": fitted["test_score"],
+            "metric": task.metric,
+            "seconds": fitted["seconds"],
+            "node": None,
+            "lr": None,
+            "pretraining_tokens": None,
+            "preset": cfg.preset,
+            "config_json": json.dumps(config, sort_keys=True, default=str),
+        }
+    ]
+
+
+def baseline_trial_id(cfg: TrialConfig) -> str:
+    """The `trial_id` (and Parquet part name) of a baseline outside Tune."""
+    return f"baseline-{cfg.config_hash}"
+
+
+def baseline_kind(config_json: str | None) -> str | None:
+    """The baseline kind recorded in a row's `config_json` (None for an ordinary trial).
+
+    Args:
+        config_json: the row's `config_json` value.
+    """
+    if not config_json:
+        return None
+    try:
+        config = json.loads(config_json)
+    except (TypeError, ValueError):
+        return None
+    kind = config.get(BASELINE_KEY) or (config.get("trial") or {}).get(BASELINE_KEY)
+    return kind if kind in KINDS else None
+
+
+class BaselineCache:
+    """Rows of finished baselines under `<cache_dir>/baselines/<config_hash>.parquet` (data only: Parquet,
+    nothing that runs code when read). Written atomically; any sweep on the same task, seed, split and
+    fine-tuning settings reuses them.
+
+    Args:
+        cache_dir: the sweep's cache directory (`--cache-dir`, `$ORCA_RAY_CACHE`).
+    """
+
+    def __init__(self, cache_dir: str | Path):
+        self.root = Path(cache_dir) / "baselines"
+
+    def path(self, cfg: TrialConfig) -> Path:
+        return self.root / f"{cfg.config_hash}.parquet"
+
+    def get(self, cfg: TrialConfig) -> list[dict] | None:
+        """The cached rows of this baseline, or None."""
+        p = self.path(cfg)
+        if not p.exists():
+            return None
+        return pq.read_table(p).to_pylist()
+
+    def put(self, cfg: TrialConfig, rows: list[dict], schema: pa.Schema) -> None:
+        """Store a finished baseline's rows (in `schema`, the Parquet part-file schema)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        p = self.path(cfg)
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        os.replace(tmp, p)

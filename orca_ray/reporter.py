@@ -1,0 +1,234 @@
+"""The sweeps' console: Ray Tune's command-line reporter showing what the study is about.
+
+    reporter = StudyReporter(nested=True)            # grid sweeps keep the TrialConfig under config["trial"]
+    tune.RunConfig(progress_reporter=reporter, callbacks=[reporter.tracker, ...])
+
+Every few seconds it prints one progress line and one row per trial (running first, then pending, then
+finished), instead of Ray's default status tables with each trial's whole config::
+
+    [embedder_epochs-demo] trials: 4 done, 2 running, 10 pending of 16 | elapsed 0:02:13 | ETA ~0:05:40 ...
+    trial        status   task    proxy   emb.ep  freeze  seed  phase   epoch  OTDD    val     test
+    digits-e10…  RUNNING  digits  wnut16  10      none    0     refine  3/5    41.2    0.0523  0.0611
+
+The OTDD column keeps the trial's last align OTDD while it fine-tunes (the embedder it refines); val and test
+are the scores after the shown refine epoch (lower is better). The ETA comes from the trials finished in this
+run: mean trial time × work left ÷ trials running at once.
+
+Ray 2.60 prints its new console (and ignores a passed reporter) unless `RAY_AIR_NEW_OUTPUT=0`;
+`use_classic_console()` sets that before `Tuner.fit`. Checkpoint lines ("Checkpoint successfully created at
+...") are logged inside the trial processes: with `ray.init(log_to_driver=False)` and
+`RunConfig(log_to_file=True)` they stay in each trial's log files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+
+from ray.tune import Callback, CLIReporter
+from ray.tune.experiment import Trial
+
+# (config field, column header); "proxy" is shown as the trial resolved it ("auto" → e.g. "wnut16")
+PARAMETER_COLUMNS = (
+    ("task", "task"),
+    ("proxy", "proxy"),
+    ("embedder_epochs", "emb.ep"),
+    ("freeze", "freeze"),
+    ("seed", "seed"),
+)
+METRIC_COLUMNS = (
+    ("phase", "phase"),
+    ("epoch", "epoch"),
+    ("otdd", "OTDD"),
+    ("val_score", "val"),
+    ("test_score", "test"),
+)
+STATUS_ORDER = (Trial.RUNNING, Trial.PAUSED, Trial.PENDING, Trial.ERROR, Trial.TERMINATED)
+
+
+def use_classic_console() -> None:
+    """Make Ray Tune use the reporter passed in `RunConfig(progress_reporter=...)` (Ray 2.60 ignores it
+    while its new console, `RAY_AIR_NEW_OUTPUT=1`, is on). An explicit user setting is kept."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def format_duration(seconds: float) -> str:
+    """`H:MM:SS` (no fraction); "?" for a missing or non-finite value.
+
+    Args:
+        seconds: a duration in seconds.
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def estimate_remaining(
+    finished_seconds: Sequence[float], running_elapsed: Sequence[float], pending: int
+) -> float | None:
+    """Seconds until the sweep ends, from the trials finished so far: each pending trial takes the mean
+    finished time, each running one the rest of it (at least nothing), and the trials running now keep
+    running side by side. None before any trial has finished.
+
+    Args:
+        finished_seconds: run time of every trial finished in this run.
+        running_elapsed: time each running trial has run so far.
+        pending: trials not started yet.
+    """
+    if not finished_seconds:
+        return None
+    mean = sum(finished_seconds) / len(finished_seconds)
+    work = pending * mean + sum(max(0.0, mean - e) for e in running_elapsed)
+    return work / max(1, len(running_elapsed))
+
+
+class OTDDTracker(Callback):
+    """A Tune callback remembering each trial's last align OTDD and when each trial started and finished,
+    for `StudyReporter` (a reporter only sees the latest result of a trial)."""
+
+    def __init__(self):
+        self.otdd: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.finished: dict[str, float] = {}  # trial id -> run time in this run
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started[trial.trial_id] = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+        v = result.get("otdd")
+        if isinstance(v, int | float) and math.isfinite(v):
+            self.otdd[trial.trial_id] = float(v)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        start = self.started.get(trial.trial_id)
+        if start is not None:
+            self.finished[trial.trial_id] = time.time() - start
+
+
+class StudyReporter(CLIReporter):
+    """Ray Tune's `CLIReporter` with the study's columns (task, proxy, embedder epochs, freeze, seed, phase,
+    epoch, OTDD, val, test), a progress line with done / running / pending counts, elapsed time and an ETA,
+    and Ray's own table of errored trials. Register `reporter.tracker` as a Tune callback too.
+
+    Args:
+        nested: the TrialConfig sits under `config["trial"]` (grid sweeps); False for flat configs (Optuna).
+        name: the sweep's name, shown at the start of the progress line.
+        refine_epochs: fine-tuning epochs per trial, shown as "epoch k/N" (None: just k).
+        max_report_frequency: seconds between two reports.
+        max_progress_rows: at most this many trial rows (running ones first); the rest are counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        nested: bool = True,
+        name: str = "",
+        refine_epochs: int | None = None,
+        max_report_frequency: int = 15,
+        max_progress_rows: int = 20,
+    ):
+        prefix = "trial/" if nested else ""
+        super().__init__(
+            parameter_columns={prefix + k: v for k, v in PARAMETER_COLUMNS},
+            metric_columns=dict(METRIC_COLUMNS),
+            max_report_frequency=max_report_frequency,
+            max_progress_rows=max_progress_rows,
+            print_intermediate_tables=True,
+        )
+        self._nested = nested
+        self._name = name
+        self._refine_epochs = refine_epochs
+        self.tracker = OTDDTracker()
+
+    # -- what a row shows ---------------------------------------------------------------------------------
+    def _config(self, trial: Trial) -> dict:
+        config = trial.config or {}
+        return config.get("trial", config) if self._nested else config
+
+    def trial_row(self, trial: Trial) -> list[str]:
+        """The cells of one trial's row (trial, status, the parameter and metric columns)."""
+        cfg, res = self._config(trial), trial.last_result or {}
+        cells = [_short_name(trial), trial.status]
+        for key, _ in PARAMETER_COLUMNS:
+            value = res.get(key) if key == "proxy" and res.get(key) else cfg.get(key)
+            cells.append(_cell(value))
+        phase = res.get("phase")
+        epoch = res.get("epoch")
+        if phase == "refine" and epoch is not None and self._refine_epochs:
+            epoch = f"{epoch}/{self._refine_epochs}"
+        elif phase == "align" and epoch is not None:
+            epoch = f"{epoch}/{cfg.get('embedder_epochs', '?')}"
+        otdd = self.tracker.otdd.get(trial.trial_id, res.get("otdd"))
+        cells += [
+            _cell(phase),
+            _cell(epoch),
+            _cell(otdd, 4),
+            _cell(res.get("val_score")),
+            _cell(res.get("test_score")),
+        ]
+        return cells
+
+    def progress_line(self, trials: Sequence[Trial], now: float | None = None) -> str:
+        """Done / running / pending / errored counts, elapsed time and the ETA from finished trials."""
+        now = time.time() if now is None else now
+        by = {s: [t for t in trials if t.status == s] for s in STATUS_ORDER}
+        total = max(len(trials), self._total_samples or 0)
+        parts = [
+            f"{len(by[Trial.TERMINATED])} done",
+            f"{len(by[Trial.RUNNING])} running",
+            f"{len(by[Trial.PENDING]) + len(by[Trial.PAUSED])} pending",
+        ]
+        if by[Trial.ERROR]:
+            parts.append(f"{len(by[Trial.ERROR])} failed")
+        finished = list(self.tracker.finished.values())
+        running = [now - self.tracker.started.get(t.trial_id, now) for t in by[Trial.RUNNING]]
+        eta = estimate_remaining(finished, running, len(by[Trial.PENDING]) + len(by[Trial.PAUSED]))
+        eta_str = (
+            f"ETA ~{format_duration(eta)} (mean {sum(finished) / len(finished):.0f} s per finished trial)"
+            if eta is not None
+            else "ETA after the first trial finishes"
+        )
+        head = f"[{self._name}] " if self._name else ""
+        return (
+            f"{head}trials: {', '.join(parts)} of {total} | elapsed {format_duration(now - (self._start_time or now))}"
+            f" | {eta_str}"
+        )
+
+    def _progress_str(self, trials, done, *sys_info, fmt: str = "psql", delim: str = "\n") -> str:
+        from ray.tune.progress_reporter import _trial_errors_str
+
+        ordered = sorted(trials, key=lambda t: (STATUS_ORDER.index(t.status), str(t)))
+        shown = ordered if done else ordered[: self._max_progress_rows]
+        header = ["trial", "status"] + [h for _, h in PARAMETER_COLUMNS] + [h for _, h in METRIC_COLUMNS]
+        lines = ["", self.progress_line(trials), *_table(header, [self.trial_row(t) for t in shown])]
+        if len(shown) < len(ordered):
+            lines.append(f"... {len(ordered) - len(shown)} more trials not shown")
+        errors = _trial_errors_str(trials, fmt=fmt)
+        if errors:
+            lines.append(errors)
+        return delim.join(lines) + delim
+
+
+def _short_name(trial: Trial) -> str:
+    name = str(trial)
+    return name if len(name) <= 28 else name[:27] + "…"
+
+
+def _cell(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header), *(fmt.format(*r) for r in rows)]
