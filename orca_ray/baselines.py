@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import TrialConfig
+from .config import TrialConfig, flat_config
+from .io import cache_root, write_file
 from .metrics import compute_metric
+from .results.schema import FILE_SCHEMA
 from .tasks import Task
 
 BASELINE_KEY = "baseline"  # key in a baseline's Tune config / config_json
@@ -174,7 +174,7 @@ def linear_rows(cfg: TrialConfig, task: Task, fitted: dict) -> list[dict]:
         task: the task it was fitted on.
         fitted: what `fit_linear` returned.
     """
-    config = {"trial": cfg.to_dict(), BASELINE_KEY: LINEAR, "model": fitted["model"]}
+    config = {**cfg.to_dict(), BASELINE_KEY: LINEAR, "model": fitted["model"]}
     return [
         {
             "trial_id": baseline_trial_id(cfg),
@@ -187,15 +187,10 @@ def linear_rows(cfg: TrialConfig, task: Task, fitted: dict) -> list[dict]:
             "seed": cfg.seed,
             "phase": "refine",
             "epoch": 1,
-            "otdd": None,
-            "train_loss": None,
             "val_score": fitted["val_score"],
             "test_score": fitted["test_score"],
             "metric": task.metric,
             "seconds": fitted["seconds"],
-            "node": None,
-            "lr": None,
-            "pretraining_tokens": None,
             "preset": cfg.preset,
             "config_json": json.dumps(config, sort_keys=True, default=str),
         }
@@ -229,11 +224,11 @@ class BaselineCache:
     fine-tuning settings reuses them.
 
     Args:
-        cache_dir: the sweep's cache directory (`--cache-dir`, `$ORCA_RAY_CACHE`).
+        cache_dir: the cache directory (`--cache-dir`, `$ORCA_RAY_CACHE`; None: the default).
     """
 
-    def __init__(self, cache_dir: str | Path):
-        self.root = Path(cache_dir) / "baselines"
+    def __init__(self, cache_dir: str | Path | None = None):
+        self.root = cache_root(cache_dir) / "baselines"
 
     def path(self, cfg: TrialConfig) -> Path:
         return self.root / f"{cfg.config_hash}.parquet"
@@ -241,14 +236,62 @@ class BaselineCache:
     def get(self, cfg: TrialConfig) -> list[dict] | None:
         """The cached rows of this baseline, or None."""
         p = self.path(cfg)
-        if not p.exists():
-            return None
-        return pq.read_table(p).to_pylist()
+        return pq.read_table(p).to_pylist() if p.exists() else None
 
-    def put(self, cfg: TrialConfig, rows: list[dict], schema: pa.Schema) -> None:
-        """Store a finished baseline's rows (in `schema`, the Parquet part-file schema)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        p = self.path(cfg)
-        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-        os.replace(tmp, p)
+    def put(self, cfg: TrialConfig, rows: list[dict]) -> None:
+        """Store a finished baseline's rows (part-file columns)."""
+        table = pa.Table.from_pylist(
+            [{f.name: r.get(f.name) for f in FILE_SCHEMA} for r in rows], FILE_SCHEMA
+        )
+        write_file(self.path(cfg), lambda tmp: pq.write_table(table, tmp))
+
+
+def prepare_baselines(configs: list[TrialConfig], sink, tasks: dict, cache: BaselineCache) -> list[dict]:
+    """Before a sweep runs: write every baseline the cache or the driver can provide into the sweep's
+    Parquet, and return the random-init-body baselines still to run as Tune trial configs (TrialConfig
+    fields plus `"baseline": RANDOM_BODY`).
+
+    Linear baselines are fitted here (seconds) unless cached; cached random-body baselines are copied.
+
+    Args:
+        configs: the sweep's trials.
+        sink: the sweep's `ParquetSink` (writes the part files).
+        tasks: preloaded tasks by `trainable.task_key` (a missing one is loaded here).
+        cache: where finished baselines are kept.
+    """
+    from .trainable import load_trial_task, task_key
+
+    to_run = []
+    for kind, cfg in baselines_for(configs):
+        rows = cache.get(cfg)
+        if rows is None and kind == LINEAR:
+            key = task_key(cfg)
+            if key not in tasks:
+                tasks[key] = load_trial_task(cfg)
+            rows = linear_rows(cfg, tasks[key], fit_linear(tasks[key], seed=cfg.seed))
+            cache.put(cfg, rows)
+        if rows is None:
+            to_run.append({**cfg.to_dict(), BASELINE_KEY: kind})
+        else:
+            sink.write_rows(baseline_trial_id(cfg), rows)
+    return to_run
+
+
+def cache_finished_baselines(results, sink, cache: BaselineCache) -> int:
+    """After a sweep: keep the rows of every random-init-body baseline trial that finished, so the next
+    sweep on the same task copies them. Returns how many were stored.
+
+    Args:
+        results: Tune's ResultGrid of the sweep.
+        sink: the sweep's `ParquetSink` (reads the part files).
+        cache: where finished baselines are kept.
+    """
+    stored = 0
+    for r in results:
+        if r.error is not None or not r.config or baseline_kind(json.dumps(flat_config(r.config))) is None:
+            continue
+        rows = sink.read_rows(str(r.metrics.get("trial_id")))
+        if any(row["phase"] == "refine" for row in rows):
+            cache.put(TrialConfig.from_tune(r.config), rows)
+            stored += 1
+    return stored

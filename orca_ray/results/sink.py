@@ -152,6 +152,32 @@ class ParquetSink(Callback):
         self._dirty = set(state.get("dirty", ()))
         self._synced = set()
 
+    # -- rows from outside Tune ---------------------------------------------------------------------------
+    def write_rows(self, trial_id: str, rows: list[dict]) -> None:
+        """Write a part file for rows that did not come through Tune (a baseline fitted on the driver or
+        copied from the cache): same layout, same atomic write, replacing the file of `trial_id`.
+
+        Args:
+            trial_id: names the part file; every row gets it as its `trial_id`.
+            rows: rows with the part-file columns (missing ones are null; `reported_at` defaults to now).
+        """
+        now = datetime.now(UTC)
+        state = {"rows": {}}
+        for r in rows:
+            row = {f.name: _coerce(f, r.get(f.name)) for f in FILE_SCHEMA}
+            row["trial_id"], row["reported_at"] = trial_id, r.get("reported_at") or now
+            state["rows"][(row["phase"], row["epoch"])] = row
+        self._trials[trial_id] = state
+        self._synced.add(trial_id)
+        self._dirty.add(trial_id)
+        if not self._flush(trial_id):
+            raise OSError(f"could not write {self.part_path(trial_id)}")
+        self._finish(trial_id)
+
+    def read_rows(self, trial_id: str) -> list[dict]:
+        """The rows of `trial_id`'s part file (empty when it has none yet)."""
+        return list(self._load_part(trial_id).values())
+
     # -- writing -----------------------------------------------------------------------------------------
     def table(self, trial_id: str) -> pa.Table:
         """One trial's rows as an Arrow table in file order (align epochs, then refine epochs).
