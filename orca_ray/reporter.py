@@ -7,8 +7,8 @@ Every few seconds it prints one progress line and one row per trial (running fir
 finished), instead of Ray's default status tables with each trial's whole config::
 
     [embedder_epochs-demo] trials: 4 done, 2 running, 10 pending of 16 | elapsed 0:02:13 | ETA ~0:05:40 ...
-    trial        status   task    proxy   emb.ep  freeze  seed  phase   epoch  OTDD    val     test
-    digits-e10…  RUNNING  digits  wnut16  10      none    0     refine  3/5    41.2    0.0523  0.0611
+    trial           status   task    proxy   emb.ep  freeze  seed  phase   epoch  OTDD   val     test
+    1f0c9a2e-00004  RUNNING  digits  wnut16  10      none    0     refine  3/5    41.2   0.0523  0.0611
 
 The OTDD column keeps the trial's last align OTDD while it fine-tunes (the embedder it refines); val and test
 are the scores after the shown refine epoch (lower is better). The ETA comes from the trials finished in this
@@ -214,8 +214,8 @@ class StudyReporter(CLIReporter):
 
 
 def _short_name(trial: Trial) -> str:
-    name = str(trial)
-    return name if len(name) <= 28 else name[:27] + "…"
+    # trial names end in <config hash>-<index> (sweep.runner); the table's other columns say the rest
+    return "-".join(str(trial).split("-")[-2:])
 
 
 def _cell(value, digits: int = 4) -> str:

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 
 import torch
@@ -274,6 +275,7 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
     import ray
     from ray import tune
 
+    cpu_start = time.process_time()
     cfg = TrialConfig.from_tune(config)
     require_cuda_for_gpus(cfg, ray.get_gpu_ids())
     node_id = ray.get_runtime_context().get_node_id()  # two raylets on one host are two nodes
@@ -281,9 +283,20 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
     checkpoint = tune.get_checkpoint()
     state = load_trial_state(checkpoint) if checkpoint is not None else None
     run = TrialRun(cfg, task=task)
+    # CPU time (this process, all threads) of the set-up and of each epoch: Tune metrics for
+    # benchmarks/demo.py, not Parquet columns
+    cpu = {"setup_cpu_seconds": time.process_time() - cpu_start, "last": time.process_time()}
 
     def report(row: dict, trial_state: dict | None) -> None:
-        row = {**row, "node_id": node_id}
+        print(epoch_line(row), flush=True)  # the trial's log (<trial dir>/stdout), one line per epoch
+        now = time.process_time()
+        row = {
+            **row,
+            "node_id": node_id,
+            "cpu_seconds": now - cpu["last"],
+            "setup_cpu_seconds": cpu["setup_cpu_seconds"],
+        }
+        cpu["last"] = now
         if trial_state is None:
             tune.report(row)
             return
@@ -351,6 +364,19 @@ def require_cuda_for_gpus(cfg: TrialConfig, gpu_ids: list) -> None:
         f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}): fix the node's NVIDIA driver or install a CUDA build "
         f"of torch; if this cluster's GPUs are logical only, set {LOGICAL_GPUS_ENV}=1 to train on CPU"
     )
+
+
+def epoch_line(row: dict) -> str:
+    """One readable log line for a reported row: phase, epoch, OTDD or loss / val / test, seconds.
+
+    Args:
+        row: a row as `TrialRun.row` builds it.
+    """
+    if row["phase"] == "align":
+        what = f"OTDD {row['otdd']:.5g}"
+    else:
+        what = f"train loss {row['train_loss']:.4g}  val {row['val_score']:.4g}  test {row['test_score']:.4g}"
+    return f"{row['phase']:>6} epoch {row['epoch']:>3}  {what}  ({row['seconds']:.1f} s)"
 
 
 def _nan_if_none(v):

@@ -52,6 +52,8 @@ class SweepSpec:
         extra_callbacks: more Tune callbacks besides the Parquet sink.
         trust_storage: resume even when this head has no record of writing the experiment's driver state
             (a lost head, a sweep from before the check); only for storage nobody else can write.
+        baselines: grid sweeps also score each task's baselines (a linear model on the raw inputs and the
+            body from random init, `orca_ray.baselines`), cached across sweeps.
     """
 
     name: str
@@ -73,6 +75,7 @@ class SweepSpec:
     analysis: bool = True
     extra_callbacks: list = field(default_factory=list)
     trust_storage: bool = False
+    baselines: bool = False
 
     def __post_init__(self):
         if self.search not in ("grid", "optuna"):

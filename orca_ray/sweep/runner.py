@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import NamedTuple
 
 import ray
 from ray import tune
 
-from ..config import TrialConfig, flat_config
+from ..baselines import BaselineCache, cache_finished_baselines, prepare_baselines
+from ..config import TrialConfig
 from ..io import CACHE_ENV, is_uri, join
+from ..recipes import hparams_for
+from ..reporter import StudyReporter, use_classic_console
 from ..results.sink import ParquetSink
 from ..untrusted import record_driver_state, record_staged_driver_state, verify_driver_state
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
@@ -27,7 +31,7 @@ from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 PASS_THROUGH_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_ENDPOINT", CACHE_ENV, "TRANSFORMERS_OFFLINE")
 
 
-def tune_space(spec: SweepSpec) -> dict:
+def tune_space(spec: SweepSpec, extra_trials: Sequence[dict] = ()) -> dict:
     """The Tune param_space of a sweep.
 
     Grid: one Tune grid axis over the expanded trials (so unions of grids and task-dependent bodies are
@@ -35,9 +39,11 @@ def tune_space(spec: SweepSpec) -> dict:
 
     Args:
         spec: the sweep.
+        extra_trials: more grid cells (TrialConfig fields plus markers such as a baseline's kind).
     """
     if spec.search == "grid":
-        return {"trial": tune.grid_search([c.to_dict() for c in expand_grid(spec.space)])}
+        cells = [c.to_dict() for c in expand_grid(spec.space)] + list(extra_trials)
+        return {"trial": tune.grid_search(cells)}
     defaults = {f.name: f.default for f in fields(TrialConfig) if f.default is not MISSING}
     return {**defaults, **spec.space}
 
@@ -45,7 +51,7 @@ def tune_space(spec: SweepSpec) -> dict:
 def _trial_dirname(trial) -> str:
     """Named from the config hash; the trial's index is appended because Optuna or num_samples > 1 can
     propose one config twice, and two trials must never share a checkpoint directory."""
-    cfg = TrialConfig.from_dict(flat_config(trial.config))
+    cfg = TrialConfig.from_tune(trial.config)
     return f"{cfg.short_name()}-{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
@@ -80,10 +86,13 @@ class Connection(NamedTuple):
     Args:
         dashboard: the dashboard URL when this call started Ray and the dashboard runs, else None.
         local: this call started a new local Ray (so trials run on this machine only).
+        session_dir: the Ray session folder on this node when this call started or joined Ray, else None
+            (trial logs live under it).
     """
 
     dashboard: str | None
     local: bool
+    session_dir: str | None = None
 
 
 def connect(address: str | None) -> Connection:
@@ -102,13 +111,18 @@ def connect(address: str | None) -> Connection:
     # every-epoch checkpoints are the point here: silence Tune's "snapshotting too often" advice
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
-        return Connection(None, False)
+        return Connection(None, False, None)
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     env_vars = {k: os.environ[k] for k in (*PASS_THROUGH_ENV, LOGICAL_GPUS_ENV) if k in os.environ}
+    # trial output (per-epoch lines, Ray's checkpoint messages) stays in each trial's log files
+    # (RunConfig(log_to_file=True)); the console is the StudyReporter's
     context = ray.init(
-        address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=True
+        address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False
     )
-    return Connection(getattr(context, "dashboard_url", None) or None, address == "local")
+    info = getattr(context, "address_info", None) or {}
+    return Connection(
+        getattr(context, "dashboard_url", None) or None, address == "local", info.get("session_dir")
+    )
 
 
 def check_storage_reachable(spec: SweepSpec, nodes: list[dict], driver_node_id: str) -> None:
@@ -140,12 +154,22 @@ def check_storage_reachable(spec: SweepSpec, nodes: list[dict], driver_node_id: 
         )
 
 
-def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner, bool]:
+def build_tuner(
+    spec: SweepSpec,
+    tasks: dict | None = None,
+    *,
+    extra_trials: Sequence[dict] = (),
+    sink: ParquetSink | None = None,
+    reporter: StudyReporter | None = None,
+) -> tuple[tune.Tuner, bool]:
     """A new Tuner for `spec`, or the restored one when an experiment of this name exists in storage.
 
     Args:
         spec: the sweep.
         tasks: preloaded tasks by `trainable.task_key`, shared with the trials through the object store.
+        extra_trials: grid cells beyond the space's (the baselines still to run).
+        sink: the sweep's Parquet sink (default: a new one on `spec.results_root`).
+        reporter: the console reporter (default: Tune's own).
 
     Returns:
         (tuner, restored): restored is True when the Tuner continues a saved experiment.
@@ -188,7 +212,7 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
         )
     tuner = tune.Tuner(
         trainable,
-        param_space=tune_space(spec),
+        param_space=tune_space(spec, extra_trials),
         tune_config=tune.TuneConfig(
             # a search algorithm or scheduler carries its own metric; Tune refuses it twice
             metric=None if (search_alg or scheduler) else spec.metric,
@@ -208,10 +232,13 @@ def build_tuner(spec: SweepSpec, tasks: dict | None = None) -> tuple[tune.Tuner,
             # two, so a checkpoint cut short by a crash leaves the one before (trainable.load_trial_state)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
-                ParquetSink(spec.results_root, sweep=spec.name),
+                sink or ParquetSink(spec.results_root, sweep=spec.name),
                 DriverStateRecorder(spec.experiment_path),
+                *([reporter.tracker] if reporter else []),
                 *spec.extra_callbacks,
             ],
+            progress_reporter=reporter,
+            log_to_file=True,  # <trial dir>/stdout and stderr: what `tail -f` follows
             verbose=1,
         ),
     )
@@ -229,18 +256,30 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     Returns:
         Tune's ResultGrid.
     """
-    dashboard, local = connect(address)
+    dashboard, local, session_dir = connect(address)
     if not local:
         check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
-    tasks = _preload(spec) if spec.preload_tasks else None
-    tuner, restored = build_tuner(spec, tasks)
+    tasks = _preload(spec) if spec.preload_tasks else {}
+    sink = ParquetSink(spec.results_root, sweep=spec.name)
+    cache = None
+    extra: list[dict] = []
+    if spec.baselines and spec.search == "grid":
+        configs = expand_grid(spec.space)
+        cache = BaselineCache(configs[0].cache_dir)
+        extra = prepare_baselines(configs, sink, tasks, cache)
+    reporter = StudyReporter(nested=spec.search == "grid", name=spec.name, refine_epochs=_refine_epochs(spec))
+    tuner, restored = build_tuner(spec, tasks, extra_trials=extra, sink=sink, reporter=reporter)
     if restored:
         _warn_unrunnable_cells(spec, tuner)
+    print_where_to_look(spec, dashboard, session_dir)
+    use_classic_console()
     t0 = time.time()
     try:
         grid = tuner.fit()
     finally:
         record_staged_driver_state(spec.experiment_path)
+    if cache is not None:
+        cache_finished_baselines(grid, sink, cache)
     errors = [r for r in grid if r.error is not None]
     print(
         f"\nsweep {spec.name!r}: {len(grid)} trials in {time.time() - t0:.0f} s, {len(errors)} failed",
@@ -258,10 +297,41 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
             f"  figures:         python -m orca_ray.analysis {spec.results_root} --out ./figures/{spec.name}"
         )
     if dashboard:
-        url = dashboard if is_uri(dashboard) else f"http://{dashboard}"
-        print(f"  Ray dashboard:   {url} (while Ray runs; token in ~/.ray/auth_token)")
+        print(f"  Ray dashboard:   {_url(dashboard)} (while Ray runs; token in ~/.ray/auth_token)")
     print("  resume:          run the same command again (same --name and --storage)")
     return grid
+
+
+def _url(dashboard: str) -> str:
+    return dashboard if is_uri(dashboard) else f"http://{dashboard}"
+
+
+def _refine_epochs(spec: SweepSpec) -> int | None:
+    """The sweep's fine-tuning epochs when every trial has the same number (for "epoch k/N")."""
+    if spec.search != "grid":
+        return None
+    epochs = {c.refine_epochs or hparams_for(c.task).epochs for c in expand_grid(spec.space)}
+    return epochs.pop() if len(epochs) == 1 else None
+
+
+def print_where_to_look(spec: SweepSpec, dashboard: str | None, session_dir: str | None = None) -> None:
+    """Before the first trial: where the live results, the dashboard and each trial's log are.
+
+    Args:
+        spec: the sweep.
+        dashboard: the dashboard URL (`connect`), or None.
+        session_dir: the Ray session folder on this node (`connect`); None: Ray's `session_latest` link.
+    """
+    session = session_dir or os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "session_latest")
+    print(f"\nsweep {spec.name!r}: while it runs, look here", flush=True)
+    print(f"  live Parquet:    {spec.results_root} (one file per trial, rewritten every epoch)")
+    if dashboard:
+        print(f"  Ray dashboard:   {_url(dashboard)} (token in ~/.ray/auth_token)")
+    print(
+        f"  one trial's log: tail -f {session}/artifacts/*/{spec.name}/working_dirs/*-TRIAL/stdout\n"
+        "                   (TRIAL: the first column of the table below; on a cluster, the node that runs it)",
+        flush=True,
+    )
 
 
 def _warn_unrunnable_cells(spec: SweepSpec, tuner: tune.Tuner) -> None:
@@ -269,7 +339,7 @@ def _warn_unrunnable_cells(spec: SweepSpec, tuner: tune.Tuner) -> None:
     if spec.search != "grid":
         return
     try:
-        had = {TrialConfig.from_dict(flat_config(r.config)).config_hash for r in tuner.get_results()}
+        had = {TrialConfig.from_tune(r.config).config_hash for r in tuner.get_results()}
     except Exception:  # nothing recorded yet: every cell is still to run
         return
     new = [c for c in expand_grid(spec.space) if c.config_hash not in had]
