@@ -97,6 +97,11 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         help="resume even though this head has no record of writing the sweep's driver state (a lost head, "
         "a sweep from before the check): only when nobody else can write --storage",
     )
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip each task's baselines (linear model on the raw inputs, the body from random init)",
+    )
     return p
 
 
@@ -143,6 +148,14 @@ def main(
         return fail(e)
     if args.dry_run:
         print_plan(spec, configs)
+        if spec.baselines:
+            from ..baselines import RANDOM_BODY, baselines_for
+
+            random_body = [c for kind, c in baselines_for(configs) if kind == RANDOM_BODY]
+            print(
+                f"baselines: {len(random_body)} random-init-body trials more (unless cached) and a linear "
+                "model per task and seed on the driver (--no-baselines skips them)"
+            )
         return 0
     try:
         preflight(configs)  # before Ray starts and before anything is written under --storage
@@ -214,6 +227,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             preload_tasks=args.preset == "demo",
             analysis=not args.no_analysis,
             trust_storage=args.trust_storage,
+            baselines=not args.no_baselines and search == "grid",
         )
         if search == "grid":
             configs = expand_grid(spec.space)
