@@ -3,12 +3,12 @@
     reporter = StudyReporter(nested=True)            # grid sweeps keep the TrialConfig under config["trial"]
     tune.RunConfig(progress_reporter=reporter, callbacks=[reporter.tracker, ...])
 
-Every few seconds it prints one progress line and one row per trial (running first, then pending, then
-finished), instead of Ray's default status tables with each trial's whole config::
+Every few seconds it prints one progress line and one row per running or finished trial (every trial at the
+end), instead of Ray's default status tables with each trial's whole config::
 
-    [embedder_epochs-demo] trials: 4 done, 2 running, 10 pending of 16 | elapsed 0:02:13 | ETA ~0:05:40 ...
-    trial           status   task    proxy   emb.ep  freeze  seed  phase   epoch  OTDD   val     test
-    1f0c9a2e-00004  RUNNING  digits  wnut16  10      none    0     refine  3/5    41.2   0.0523  0.0611
+    [embedder_epochs-demo] trials: 4 done, 2 running, 18 pending of 24 | elapsed 0:02:13 | ETA ~0:05:40 ...
+    trial           status   task    body    proxy   emb.ep  freeze  seed  phase   epoch  OTDD   val     test
+    1f0c9a2e-00004  RUNNING  digits  minilm  wnut16  10      none    0     refine  3/5    41.2   0.0523  0.0611
 
 The OTDD column keeps the trial's last align OTDD while it fine-tunes (the embedder it refines); val and test
 are the scores after the shown refine epoch (lower is better). The ETA comes from the trials finished in this
@@ -33,6 +33,7 @@ from ray.tune.experiment import Trial
 # (config field, column header); "proxy" is shown as the trial resolved it ("auto" → e.g. "wnut16")
 PARAMETER_COLUMNS = (
     ("task", "task"),
+    ("body", "body"),
     ("proxy", "proxy"),
     ("embedder_epochs", "emb.ep"),
     ("freeze", "freeze"),
@@ -110,9 +111,10 @@ class OTDDTracker(Callback):
 
 
 class StudyReporter(CLIReporter):
-    """Ray Tune's `CLIReporter` with the study's columns (task, proxy, embedder epochs, freeze, seed, phase,
-    epoch, OTDD, val, test), a progress line with done / running / pending counts, elapsed time and an ETA,
-    and Ray's own table of errored trials. Register `reporter.tracker` as a Tune callback too.
+    """Ray Tune's `CLIReporter` with the study's columns (task, body, proxy, embedder epochs, freeze, seed,
+    phase, epoch, OTDD, val, test), a progress line with done / running / pending counts, elapsed time and an
+    ETA, and Ray's own table of errored trials. Rows: running and finished trials while the sweep runs,
+    every trial at the end. Register `reporter.tracker` as a Tune callback too.
 
     Args:
         nested: the TrialConfig sits under `config["trial"]` (grid sweeps); False for flat configs (Optuna).
@@ -202,9 +204,13 @@ class StudyReporter(CLIReporter):
         from ray.tune.progress_reporter import _trial_errors_str
 
         ordered = sorted(trials, key=lambda t: (STATUS_ORDER.index(t.status), str(t)))
+        if not done:  # while it runs: running, errored and finished trials (pending ones are counted above)
+            ordered = [t for t in ordered if t.status not in (Trial.PENDING, Trial.PAUSED)]
         shown = ordered if done else ordered[: self._max_progress_rows]
         header = ["trial", "status"] + [h for _, h in PARAMETER_COLUMNS] + [h for _, h in METRIC_COLUMNS]
-        lines = ["", self.progress_line(trials), *_table(header, [self.trial_row(t) for t in shown])]
+        lines = ["", self.progress_line(trials)]
+        if shown:
+            lines += _table(header, [self.trial_row(t) for t in shown])
         if len(shown) < len(ordered):
             lines.append(f"... {len(ordered) - len(shown)} more trials not shown")
         errors = _trial_errors_str(trials, fmt=fmt)

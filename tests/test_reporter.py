@@ -38,7 +38,15 @@ def _trial(config: dict, status: str, result: dict | None = None) -> Trial:
 
 
 def test_rows_show_the_study_columns_not_the_config():
-    cfg = {"task": "digits", "proxy": "auto", "embedder_epochs": 10, "freeze": "none", "seed": 1, "lr": 2e-4}
+    cfg = {
+        "task": "digits",
+        "body": "minilm",
+        "proxy": "auto",
+        "embedder_epochs": 10,
+        "freeze": "none",
+        "seed": 1,
+        "lr": 2e-4,
+    }
     running = _trial(
         {"trial": cfg},
         Trial.RUNNING,
@@ -56,20 +64,9 @@ def test_rows_show_the_study_columns_not_the_config():
     # the align OTDD is remembered while the trial fine-tunes
     reporter.tracker.on_trial_result(0, [], running, {"phase": "align", "epoch": 10, "otdd": 41.25})
     row = reporter.trial_row(running)
-    assert row[1:] == [
-        "RUNNING",
-        "digits",
-        "wnut16",
-        "10",
-        "none",
-        "1",
-        "refine",
-        "2/5",
-        "41.25",
-        "0.05",
-        "0.0612",
-    ]
-    assert reporter.trial_row(pending)[1:8] == ["PENDING", "digits", "auto", "30", "none", "1", ""]
+    expected = ["RUNNING", "digits", "minilm", "wnut16", "10", "none", "1", "refine", "2/5", "41.25", "0.05"]
+    assert row[1:] == [*expected, "0.0612"]
+    assert reporter.trial_row(pending)[1:9] == ["PENDING", "digits", "minilm", "auto", "30", "none", "1", ""]
 
     line = reporter.progress_line([running, pending])
     assert "[demo] trials: 0 done, 1 running, 1 pending of 2" in line
@@ -77,7 +74,7 @@ def test_rows_show_the_study_columns_not_the_config():
 
     # Optuna sweeps hand Tune a flat config
     flat = _trial(cfg, Trial.PENDING)
-    assert StudyReporter(nested=False).trial_row(flat)[2:7] == ["digits", "auto", "10", "none", "1"]
+    assert StudyReporter(nested=False).trial_row(flat)[2:8] == ["digits", "minilm", "auto", "10", "none", "1"]
 
 
 def test_progress_line_counts_and_eta():
