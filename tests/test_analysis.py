@@ -157,8 +157,12 @@ def test_figures_and_table(results_dir, tmp_path, capsys):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     md = (out / analysis.TABLE).read_text()
-    lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "n_seeds" not in ln]
+    scores, noise = md.split("## Seed-to-seed noise")
+    lines = [ln for ln in scores.splitlines() if ln.startswith("| ") and "n_seeds" not in ln]
     assert len(lines) == 2 * len(settings())
+    # every setting has seeds 0, 1, 2 at +0.01 per seed: pooled std 0.01, s.e. of a difference 0.01·√(2/3)
+    noise_row = next(ln for ln in noise.splitlines() if ln.startswith("| satellite |"))
+    assert noise_row.split(" | ")[1:5] == [str(len(settings())), "3", "0.01", f"{0.01 * np.sqrt(2 / 3):.3g}"]
     head = md.splitlines()[4]
     assert head.split(" | ")[:5] == ["| task", "body", "proxy", "embedder_epochs", "freeze"]
     # the default setting on satellite: mean over seeds of TEST[3] + 0.01 * seed, std 0.01
@@ -219,3 +223,55 @@ def test_metric_labels():
     assert analysis.metric_label(["1-auroc"]) == "1 − mean AUROC"
     assert analysis.metric_label(["1-macro-f1"]) == "1 − macro F1"
     assert analysis.metric_label(["rel-l2", None]) == "relative L2"
+
+
+def test_baselines_drawn_and_figures_fit_their_canvas(results_dir, tmp_path):
+    """Baseline rows become horizontal lines and table rows; one-panel figures keep their title and legend
+    inside the canvas, and the legend off the plotted data (the old Fig. 4 lost its title's left edge)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from orca_ray.baselines import LINEAR, RANDOM_BODY
+
+    df = read_results(str(results_dir), sweep="study")
+    fs = final_scores(df)
+    one = fs[fs["task"] == "satellite"]
+    base = one.head(4).assign(
+        baseline=[LINEAR, LINEAR, RANDOM_BODY, RANDOM_BODY], final_test=[0.2, 0.3, 0.6, 0.7]
+    )
+    drawn = []
+    real_save = analysis._save
+    analysis._save = lambda fig, path, written: drawn.append(fig) or real_save(fig, path, written)
+    try:
+        for figure in (
+            analysis.fig3_otdd_vs_score,
+            analysis.fig4_freeze_masks,
+            analysis.fig5_pretraining_scale,
+        ):
+            figure(df[df["task"] == "satellite"], one, str(tmp_path), [], base)
+    finally:
+        analysis._save = real_save
+    assert len(drawn) == 3
+    for fig in drawn:
+        FigureCanvasAgg(fig)  # the saved (closed) figure gets a canvas again, to measure it
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        canvas = fig.bbox
+        title = fig._suptitle.get_window_extent(renderer)
+        assert title.x0 >= canvas.x0 and title.x1 <= canvas.x1 and title.y1 <= canvas.y1
+        legend = fig.legends[0].get_window_extent(renderer)
+        assert legend.x0 >= canvas.x0 and legend.x1 <= canvas.x1 and legend.y0 >= canvas.y0
+        assert not any(legend.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+        labels = fig.legends[0].get_texts()
+        assert {f"baseline: {LINEAR} (n=2)", f"baseline: {RANDOM_BODY} (n=2)"} <= {
+            t.get_text() for t in labels
+        }
+        # the baselines are horizontal lines at their means
+        levels = {
+            round(line.get_ydata()[0], 6)
+            for ax in fig.axes
+            for line in ax.get_lines()
+            if "baseline" in line.get_label()
+        }
+        assert levels == {0.25, 0.65}
+        plt.close(fig)

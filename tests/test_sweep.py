@@ -176,7 +176,10 @@ def test_dry_run_starts_no_ray():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "24 trials" in done.stdout and "GPU-hours" in done.stdout and "gunpoint" in done.stdout
+    assert (
+        "18 trials" in done.stdout and "GPU-hours" in done.stdout and "italypowerdemand-pooled" in done.stdout
+    )
+    assert "6 random-init-body trials more" in done.stdout  # the baselines, one per task and seed
     assert "ray initialized: False" in done.stdout
 
 
@@ -253,4 +256,4 @@ def test_cli_takes_a_scripts_default_tasks_per_preset(capsys):
     out = plan("--preset", "paper", "--tasks", "deepsea")
     assert "3 trials" in out and "satellite" not in out
     out = plan("--preset", "demo")
-    assert "4 trials" in out and "digits" in out and "gunpoint" in out
+    assert "6 trials" in out and "digits" in out and "italypowerdemand-pooled" in out

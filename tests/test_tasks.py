@@ -12,6 +12,7 @@ from orca_ray.tasks.synthetic import synthetic_darcy
         ("basicmotions", (6, 100), 4),
         ("gunpoint", (1, 150), 2),
         ("osuleaf", (1, 427), 6),
+        ("italypowerdemand-pooled", (1, 24), 2),
     ],
 )
 def test_bundled_real_tasks(name, shape, classes):
@@ -150,3 +151,17 @@ def test_carve_validation_keeps_every_class():
     y = np.array([0] * 20 + [1] * 2 + [2])
     train, val = carve_validation(Split(np.zeros((23, 1, 2), np.float32), y), 0.2, seed=0)
     assert set(train.y) == {0, 1, 2} and len(train) + len(val) == 23
+
+
+def test_pooled_italypowerdemand_keeps_a_fixed_test_split():
+    """UCR's train (67) and test (1,029) pooled; a stratified 30% test split fixed for every seed, and a
+    validation split large enough to select on, carved from the rest with the seed."""
+    a, b = (
+        load_task("italypowerdemand-pooled", seed=0, val_fraction=0.25),
+        load_task("italypowerdemand-pooled", seed=1, val_fraction=0.25),
+    )
+    assert len(a.train) + len(a.val) + len(a.test) == 1096 and len(a.test) == 329 and len(a.val) == 192
+    assert np.array_equal(a.test.x, b.test.x) and not np.array_equal(a.val.x, b.val.x)
+    test_rows = {r.tobytes() for r in a.test.x}
+    assert not any(r.tobytes() in test_rows for r in np.concatenate([a.train.x, a.val.x]))
+    assert abs(a.test.y.mean() - 0.5) < 0.01  # stratified (513 / 516 + 34 / 33 per class)
