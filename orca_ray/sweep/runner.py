@@ -291,6 +291,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
 
         out = join(spec.experiment_path, FIGURES_SUBDIR)
         analysis.main([spec.results_root, "--sweep", spec.name, "--out", out])
+        table = os.path.join(out, analysis.TABLE)
+        if os.path.exists(table):  # the study's answer, with its baselines and noise, on the console too
+            with open(table) as f:
+                print("\n" + f.read(), flush=True)
         print(f"  figures:         {out}")
     elif spec.analysis:
         print(
