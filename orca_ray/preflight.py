@@ -175,6 +175,7 @@ def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
             val_fraction=c.val_fraction,
             max_train_samples=c.max_train_samples,
             max_eval_samples=c.max_eval_samples,
+            cache_dir=c.cache_dir,
         )
     except (TaskDataError, OSError, ValueError) as e:  # the loaders name the file and field
         problems.append(str(e))

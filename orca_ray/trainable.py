@@ -99,6 +99,7 @@ def load_trial_task(cfg: TrialConfig) -> Task:
         val_fraction=cfg.val_fraction,
         max_train_samples=cfg.max_train_samples,
         max_eval_samples=cfg.max_eval_samples,
+        cache_dir=cfg.cache_dir,
     )
 
 

@@ -345,6 +345,9 @@ def test_s3_npz_and_ucr_prefix_are_staged_once(s3, tmp_path, monkeypatch):
     staged = Path(task.files[0])
     assert staged.is_relative_to(tmp_path / "cache" / "staged")
     assert load_task(f"npz:s3://data/sets/g.npz{query}").files == task.files  # staged once, reused
+    own = load_task(f"npz:s3://data/sets/g.npz{query}", cache_dir=tmp_path / "trial-cache")  # --cache-dir
+    assert Path(own.files[0]).is_relative_to(tmp_path / "trial-cache" / "staged")
+    assert own.fingerprint == task.fingerprint
     assert staged.stat().st_mtime_ns == Path(task.files[0]).stat().st_mtime_ns
     ucr = load_task(f"ucr:s3://data/UCR/GunPoint/GunPoint{query}")
     whole = load_task(f"ucr:s3://data/UCR/GunPoint{query}")

@@ -119,6 +119,7 @@ def load_task(
     val_fraction: float = 0.1,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    cache_dir: str | Path | None = None,
     **options,
 ) -> Task:
     """Load a validated task by name, with a seeded validation split carved from train (never from test).
@@ -131,12 +132,14 @@ def load_task(
         val_fraction: fraction of train held out for validation (tasks with a given split ignore it).
         max_train_samples: seeded subset of train (demo presets, smoke runs); None keeps all.
         max_eval_samples: seeded subsets of val and test; None keeps all.
+        cache_dir: where s3:// / gs:// data is staged and file fingerprints are remembered (default
+            `io.cache_root()`).
         options: loader-specific options (e.g. satellite's `zscore`, ecg's `window`).
     """
     info = task_info(name)
     _, path = split_spec(name)
     if path is not None:
-        options["path"] = str(local_path(path))  # s3:// / gs:// data is staged once per node
+        options["path"] = str(local_path(path, cache_dir))  # s3:// / gs:// data is staged once per node
     if info.needs_data_root and data_root is None:
         raise TaskDataError(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
@@ -158,7 +161,7 @@ def load_task(
         from ..io import content_fingerprint
 
         # set after validation: the Task is otherwise immutable, and re-validating large arrays costs time
-        object.__setattr__(task, "fingerprint", content_fingerprint(task.files))
+        object.__setattr__(task, "fingerprint", content_fingerprint(task.files, cache_dir))
     return task
 
 
