@@ -3,6 +3,7 @@
 
     python benchmarks/demo.py                 # fresh storage and cache in a temporary folder, as a new user
     python benchmarks/demo.py --keep DIR      # keep the results (and reuse DIR's cache on a second run)
+    python benchmarks/demo.py --split DIR     # only the CPU split of a finished run kept in DIR
 
 Runs the demo exactly as the README does (a subprocess, its own local Ray, 2 trials at a time with one
 thread each) and prints:
@@ -31,6 +32,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's orca_ray, as the demo subprocess uses
 SCRIPT = ROOT / "sweeps" / "embedder_epochs.py"
 NAME = "embedder_epochs-demo"
 
@@ -103,27 +105,35 @@ def main() -> None:
     p.add_argument(
         "--keep", default=None, help="storage + cache folder to use and keep (default: a temp dir)"
     )
+    p.add_argument(
+        "--split", default=None, help="a folder a --keep run left: print its CPU split, run nothing"
+    )
     p.add_argument("--concurrent", type=int, default=2, help="trials the demo runs at once (2 on 2 cores)")
     p.add_argument("args", nargs="*", help="extra flags for the demo command (after --)")
     args = p.parse_args()
 
-    base = Path(args.keep or tempfile.mkdtemp(prefix="orca-demo-bench-"))
+    base = Path(args.split or args.keep or tempfile.mkdtemp(prefix="orca-demo-bench-"))
     storage, cache = base / "results", base / "cache"
-    cmd = [sys.executable, str(SCRIPT), "--storage", str(storage), "--cache-dir", str(cache), *args.args]
-    print("running:", " ".join(cmd), flush=True)
-    load0 = os.getloadavg()[0]
-    cpu0, t0 = _cpu_children(), time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wall = time.perf_counter() - t0
-    cpu_reaped = _cpu_children() - cpu0
-    load1 = os.getloadavg()[0]
-    if done.returncode != 0:
-        raise SystemExit(f"the demo failed (exit {done.returncode})")
+    wall = None
+    if not args.split:
+        cmd = [sys.executable, str(SCRIPT), "--storage", str(storage), "--cache-dir", str(cache), *args.args]
+        print("running:", " ".join(cmd), flush=True)
+        load0 = os.getloadavg()[0]
+        cpu0, t0 = _cpu_children(), time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = time.perf_counter() - t0
+        cpu_reaped = _cpu_children() - cpu0
+        load1 = os.getloadavg()[0]
+        if done.returncode != 0:
+            raise SystemExit(f"the demo failed (exit {done.returncode})")
 
     trials = trial_cpu(storage / NAME)
     evals = eval_cpu_per_epoch(trials)
-    print(f"\n== demo: {len(trials)} trials, wall {wall:.0f} s (load average {load0:.1f} → {load1:.1f}) ==")
-    print(f"CPU of the driver and the processes it reaped (Ray, workers): {cpu_reaped:.0f} s")
+    if wall is not None:
+        print(
+            f"\n== demo: {len(trials)} trials, wall {wall:.0f} s (load average {load0:.1f} → {load1:.1f}) =="
+        )
+        print(f"CPU of the driver and the processes it reaped (Ray, workers): {cpu_reaped:.0f} s")
     head = f"{'task':<26}{'setting':<24}{'n':>3}{'set-up':>8}{'align':>8}{'refine':>8}{'eval':>8}{'total':>8}"
     print("\nCPU seconds per trial (mean over seeds; eval = val + test every epoch):")
     print(head)
@@ -150,14 +160,16 @@ def main() -> None:
     share = {k: 100 * totals[k] / trial_total for k in ("set-up", "align", "refine", "eval")}
     print("share of trial CPU: " + ", ".join(f"{k} {v:.0f}%" for k, v in share.items()))
     ideal = trial_total / args.concurrent
-    overhead = wall - ideal
     print(
         f"\nprediction: wall = trial CPU / {args.concurrent} concurrent + overhead"
         f"\n  trial CPU / {args.concurrent}:          {ideal:6.0f} s"
-        f"\n  overhead (this run):     {overhead:6.0f} s  (wall − the above: start-up, Ray, Tune per trial,"
-        " driver baselines, figures; inflated on a busy machine)"
-        f"\n  measured wall:           {wall:6.0f} s  (limit 600 s)"
     )
+    if wall is not None:
+        print(
+            f"  overhead (this run):     {wall - ideal:6.0f} s  (wall − the above: start-up, Ray, Tune per trial,"
+            " driver baselines, figures; inflated on a busy machine)"
+            f"\n  measured wall:           {wall:6.0f} s  (limit 600 s)"
+        )
     print(f"\nresults: {storage / NAME}")
 
 
