@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from ray.tune import Callback, CLIReporter
 from ray.tune.experiment import Trial
 
+from .tasks.specs import task_slug
+
 # (config field, column header); "proxy" is shown as the trial resolved it ("auto" → e.g. "wnut16")
 PARAMETER_COLUMNS = (
     ("task", "task"),
@@ -157,6 +159,8 @@ class StudyReporter(CLIReporter):
         cells = [_short_name(trial), trial.status]
         for key, _ in PARAMETER_COLUMNS:
             value = res.get(key) if key == "proxy" and res.get(key) else cfg.get(key)
+            if key == "task" and value:
+                value = task_slug(value)  # a path spec (npz:/data/x.npz) as its short name
             cells.append(_cell(value))
         phase = res.get("phase")
         epoch = res.get("epoch")

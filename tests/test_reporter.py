@@ -72,6 +72,10 @@ def test_rows_show_the_study_columns_not_the_config():
     assert "[demo] trials: 0 done, 1 running, 1 pending of 2" in line
     assert "ETA after the first trial finishes" in line
 
+    # a path spec shows as its short name
+    own = _trial({"trial": {**cfg, "task": "npz:/data/sets/my_series.npz"}}, Trial.PENDING)
+    assert reporter.trial_row(own)[2].startswith("npz-my_series-")
+
     # Optuna sweeps hand Tune a flat config
     flat = _trial(cfg, Trial.PENDING)
     assert StudyReporter(nested=False).trial_row(flat)[2:8] == ["digits", "minilm", "auto", "10", "none", "1"]
