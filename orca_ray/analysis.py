@@ -34,6 +34,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -129,6 +130,28 @@ def _choose_slice(
     # name only the factors that had other values in this task (the slice left something out)
     fixed = {c[1:]: v for c, v in zip(others, combo) if trials[c].nunique() > 1}
     return trials[mask], fixed
+
+
+def task_label(task: str, fs: pd.DataFrame, shown: int = 4) -> str:
+    """A task's name in a figure: a path spec shortened to its format and file name (`npz:data.npz`), and
+    the classes in the data's own labels when they are not already 0..K-1 (from the `classes` column).
+
+    Args:
+        task: the task spec as in the `task` column.
+        fs: rows with `task` and (optionally) `classes` columns.
+        shown: at most this many labels are named.
+    """
+    from .tasks import split_spec
+
+    prefix, path = split_spec(task)
+    name = task if path is None else f"{prefix}:{Path(path.split('?', 1)[0].rstrip('/')).name}"
+    values = fs.loc[fs["task"] == task, "classes"].dropna() if "classes" in fs else []
+    if len(values):
+        labels = json.loads(values.iloc[0])
+        if labels != [str(i) for i in range(len(labels))]:
+            more = ", …" if len(labels) > shown else ""
+            name += f" ({len(labels)} classes: {', '.join(labels[:shown])}{more})"
+    return name
 
 
 def _title(task: str, fixed: dict, figure: str) -> str:
@@ -237,7 +260,7 @@ def fig2_finetune_curves(
                 s = stats["std"].fillna(0.0).to_numpy()
                 ax.plot(x, m, style, color=color, label=label, marker="o" if len(x) < 12 else None, ms=3)
                 ax.fill_between(x, m - s, m + s, color=color, alpha=alpha, linewidth=0)
-        ax.set_title(_title(task, fixed, FIG2), fontsize=8)
+        ax.set_title(_title(task_label(task, kfs), fixed, FIG2), fontsize=8)
         ax.set_xlabel("refine epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric_label(rows["metric"].unique()))
@@ -287,7 +310,7 @@ def fig3_otdd_vs_score(
         ax2.set_ylabel(f"final test {metric_label(trials['metric'].unique())}", color="C3")
         _draw_baselines(ax2, baselines, task)
         n = trials.groupby("embedder_epochs")["trial_id"].nunique().min()
-        ax.set_title(_title(f"{task} (n≥{n} seeds)", fixed, FIG3), fontsize=8)
+        ax.set_title(_title(f"{task_label(task, kfs)} (n≥{n} seeds)", fixed, FIG3), fontsize=8)
         ax.set_xticks(x)
 
         # the align-phase OTDD curve of the longest setting
@@ -364,7 +387,7 @@ def fig4_freeze_masks(
         ax.set_xticks(x, [str(m) for m in masks], rotation=20)
         ax.set_xlabel("frozen")
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
-        ax.set_title(_title(task, fixed, FIG4), fontsize=8)
+        ax.set_title(_title(task_label(task, kfs), fixed, FIG4), fontsize=8)
         _draw_baselines(ax, baselines, task)
     _legend_below(fig, axes)
     _suptitle(fig, "Freezing parts of the model (mean ± std over seeds; dots: seeds)")
@@ -423,7 +446,7 @@ def fig5_pretraining_scale(
         ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color="C2", label="final test")
         ax.fill_between(x, m - s, m + s, color="C2", alpha=0.15, linewidth=0)
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
-        ax.set_title(_title(task, fixed, FIG5), fontsize=8)
+        ax.set_title(_title(task_label(task, kfs), fixed, FIG5), fontsize=8)
         _draw_baselines(ax, baselines, task)
     _legend_below(fig, axes)
     _suptitle(fig, "Pretraining scale of the body (mean ± std over seeds)")

@@ -374,6 +374,10 @@ def test_classes_table_lists_original_labels():
             ],
         }
     )
+    from orca_ray.analysis import task_label
+
+    assert task_label("npz:/a/x.npz", fs) == "npz:x.npz (2 classes: -1, 1)"
+    assert task_label("digits", fs) == "digits" and task_label("synthetic-darcy", fs) == "synthetic-darcy"
     table = classes_table(fs)
     assert "| npz:/a/x.npz | 2 | 0 = -1, 1 = 1 |" in table and "digits" not in table
     assert classes_table(fs[fs["task"] == "digits"]) == ""
