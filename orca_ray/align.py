@@ -1,8 +1,10 @@
 """Stage 2 of ORCA: train the embedder so embedded target data is close (OTDD) to the proxy dataset.
 
-Algorithm 1 of the follow-up study: with target classes i of weight w_i = n_i / n, draw b target points of
-class i, embed them (embedder only, mean over tokens), d_i = OTDD(proxy, those points); loss = Σ w_i d_i; one
-optimiser step per epoch. Tasks without classes (multilabel, regression) get 10 k-means pseudo-classes.
+Algorithm 1 of the follow-up study, as ORCA's get_tgt_model (src/embedder.py) runs it: with target classes i
+of weight w_i = n_i / n, draw b target points of class i, embed them (embedder only, mean over tokens),
+d_i = OTDD(proxy, those points); loss = Σ w_i d_i over the classes with ≥ 2 points (weights not renormalised);
+one optimiser step per epoch; ORCA's StepLR lambda (×0.2 once the epoch index *exceeds* 20, 40, 60). Tasks
+without classes (multilabel, regression) get 10 k-means pseudo-classes fitted as ORCA's infer_labels.
 
 `otdd[k]` is the loss of the embedder after k epochs (measured on the sample epoch k+1 trains on), so row k
 of a sweep's align phase describes exactly the embedder that a trial with k embedder epochs fine-tunes.
@@ -43,9 +45,14 @@ class AlignHParams:
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_per_class: int = DEFAULT_BATCH_PER_CLASS
-    milestones: tuple[int, ...] = (20, 40, 60)  # StepLR ×gamma at these epochs (ORCA)
-    gamma: float = 0.2
+    milestones: tuple[int, ...] = (20, 40, 60)  # ORCA's no_warmup_scheduler "sched"
+    gamma: float = 0.2  # its "base"
     inner: str = "exact"  # OTDD label distance: "exact" (entropic OT) or "gaussian"
+
+    def lr_factor(self, epoch: int) -> float:
+        """ORCA's StepLR lambda (src/task_configs.py): gamma ** (number of milestones m with epoch > m), so epoch
+        21 (0-based) is the first at ×0.2 -- one later than torch's MultiStepLR would decay."""
+        return self.gamma ** sum(epoch > m for m in self.milestones)
 
     @classmethod
     def from_refine(
@@ -70,20 +77,79 @@ class AlignHParams:
         )
 
 
+KMEANS_FULL_BATCH_LIMIT = 10_000  # ORCA: k_means on all rows up to this many, else MiniBatchKMeans
+
+
 def align_labels(task: Task, seed: int) -> np.ndarray:
-    """Class labels of the training split for Algorithm 1: the classes themselves, or k-means pseudo-classes
-    of the targets for multilabel / regression tasks (fitted on at most 20,000 rows)."""
+    """Class labels of the training split for Algorithm 1: the classes themselves, or `pseudo_labels` of the
+    targets for multilabel / regression tasks (ORCA's infer_labels).
+
+    Args:
+        task: the target task (its train split).
+        seed: k-means random_state.
+    """
     y = task.train.y
     if task.kind == "classification":
         return np.asarray(y, dtype=np.int64)
-    from sklearn.cluster import KMeans
+    return pseudo_labels(y, seed)
+
+
+def pseudo_labels(y: np.ndarray, seed: int, k: int = PSEUDO_CLASSES) -> np.ndarray:
+    """ORCA's pseudo-classes: k k-means clusters of the flattened targets (as stored, i.e. normalised), fitted
+    on every row (≤ 10,000 rows: KMeans; more: MiniBatchKMeans with batches of 10,000), with the scikit-learn
+    defaults of ORCA's time (10 and 3 restarts).
+
+    Args:
+        y: (N, ...) targets.
+        seed: k-means random_state.
+        k: clusters (fewer if the targets have fewer distinct rows).
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
     flat = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-    k = min(PSEUDO_CLASSES, len(np.unique(flat, axis=0)))
-    rng = np.random.default_rng(seed)
-    fit_rows = flat if len(flat) <= 20_000 else flat[np.sort(rng.choice(len(flat), 20_000, replace=False))]
-    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(fit_rows)
-    return km.predict(flat).astype(np.int64)
+    k = min(k, len(np.unique(flat, axis=0)))
+    if len(flat) <= KMEANS_FULL_BATCH_LIMIT:
+        km = KMeans(n_clusters=k, n_init=10, random_state=seed)
+    else:
+        km = MiniBatchKMeans(n_clusters=k, batch_size=KMEANS_FULL_BATCH_LIMIT, n_init=3, random_state=seed)
+    return km.fit(flat).predict(flat).astype(np.int64)
+
+
+def make_align_scheduler(
+    optimizer: torch.optim.Optimizer, hp: AlignHParams
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """ORCA's align schedule: `hp.lr_factor` of the epoch, stepped once per align epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, hp.lr_factor)
+
+
+def class_weighted_otdd(
+    embedder: nn.Module,
+    distance: ProxyDistance,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    class_weights: torch.Tensor,
+) -> torch.Tensor:
+    """ORCA's align loss on one drawn sample: Σ_c w_c · OTDD(proxy, mean-over-tokens(embedder(x[labels == c]))),
+    each class a one-class target dataset; classes with fewer than 2 rows are left out (ORCA skips them too).
+
+    Args:
+        embedder: maps x to (tokens, grid).
+        distance: the proxy's cached `ProxyDistance`.
+        x: the sample's inputs, any class order.
+        labels: (N,) class index of each row.
+        class_weights: (num_classes,) w_c = n_c / n over the whole training split, indexed by class.
+    """
+    tokens, _ = embedder(x)
+    feats = tokens.mean(1)
+    classes, counts = torch.unique(labels, return_counts=True)
+    keep = counts >= 2
+    if not keep.any():
+        raise ValueError("no class has 2 or more rows in the align sample; OTDD needs a cloud per class")
+    if not keep.all():
+        rows = torch.isin(labels, classes[keep])
+        feats, labels, classes = feats[rows], labels[rows], classes[keep]
+    per_class = distance.classwise(feats, labels)  # sorted class order, as torch.unique
+    return (class_weights.to(per_class)[classes] * per_class).sum()
 
 
 class EmbedderSnapshots:
@@ -148,16 +214,14 @@ class Aligner:
         self.embedder = embedder.to(self.device)
         self.task, self.hp, self.seed, self.snapshots = task, hp, seed, snapshots
         self.labels = align_labels(task, seed)
-        classes, counts = np.unique(self.labels, return_counts=True)
-        keep = counts >= 2  # OTDD needs a cloud of ≥2 points per class
-        self.classes = classes[keep]
-        self.weights = torch.tensor(
-            counts[keep] / counts[keep].sum(), dtype=torch.float32, device=self.device
-        )
+        counts = np.bincount(self.labels)
+        self.classes = np.flatnonzero(counts >= 2)  # OTDD needs a cloud of ≥2 points per class
+        # ORCA's weights n_c / n over the whole split, not renormalised over the classes kept
+        self.weights = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=self.device)
         self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
         self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
         self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], hp)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(hp.milestones), hp.gamma)
+        self.scheduler = make_align_scheduler(self.optimizer, hp)
         self.epoch = 0
         self.otdd: list[float] = []
 
@@ -178,10 +242,9 @@ class Aligner:
         ascending = np.argsort(idx)  # ascending reads are cheap on memory maps
         idx, lab = idx[ascending], lab[ascending]
         x = torch.from_numpy(np.asarray(self.task.train.x[idx])).to(self.device)
-        tokens, _ = self.embedder(x)
-        feats = tokens.mean(1)
-        per_class = self.distance.classwise(feats, torch.from_numpy(lab).to(self.device))
-        return (self.weights * per_class).sum()
+        return class_weighted_otdd(
+            self.embedder, self.distance, x, torch.from_numpy(lab).to(self.device), self.weights
+        )
 
     def state_dict(self) -> dict:
         return {

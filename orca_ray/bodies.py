@@ -113,6 +113,10 @@ class Body(nn.Module):
     output_stride: int = (
         1  # input pixels (2d) per output token along one side, relative to patch tokens × patch
     )
+    decoder_stride: int | None = (
+        None  # 2d: PixelShuffle factor of ORCA's dense decoder (Swin's encoder_stride)
+    )
+    image_channels: int = 3  # 2d: channels of the body's own image input (the dense decoder's output)
     name: str = ""
     pretraining_tokens: float | None = None
     init_seed: int = 0  # the seed a randomly initialised body was drawn with
@@ -211,6 +215,8 @@ class HFSwinBody(Body):
         self.image_size = cfg.image_size
         self.patch_size = cfg.patch_size
         self.output_stride = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
+        self.decoder_stride = cfg.encoder_stride
+        self.image_channels = cfg.num_channels
 
     def forward(self, tokens, grid):
         enc = self.model.encoder(tokens, tuple(grid), return_dict=True)
@@ -243,7 +249,8 @@ class TimmSwinBody(Body):
         self.embed_dim = pe.proj.out_channels
         self.out_dim = model.num_features
         self.patch_size = patch
-        self.output_stride = patch * 2 ** (len(model.layers) - 1)
+        self.output_stride = self.decoder_stride = patch * 2 ** (len(model.layers) - 1)
+        self.image_channels = pe.proj.in_channels
 
     def forward(self, tokens, grid):
         b = tokens.shape[0]
@@ -261,7 +268,8 @@ def load_body(name: str, *, dropout: float = 0.0, seed: int = 0) -> Body:
 
     Args:
         name: the body (see README, "Bodies").
-        dropout: hidden, attention and drop-path dropout; ORCA fine-tunes with 0.
+        dropout: hidden and attention dropout (ORCA fine-tunes with 0). Stochastic depth (drop_path_rate) keeps
+            the model config's own value, as ORCA does (Swin: 0.1).
         seed: the draw of a randomly initialised body (the global RNG is not touched).
     """
     with torch.random.fork_rng(devices=[]):
@@ -418,13 +426,8 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
 
 
 def _set_dropout(config, p: float) -> None:
-    for key in (
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-        "drop_path_rate",
-        "dropout",
-        "attention_dropout",
-    ):
+    # not drop_path_rate: ORCA sets only hidden/attention dropout and keeps Swin's stochastic depth (0.1)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
         if hasattr(config, key):
             setattr(config, key, p)
 
@@ -436,7 +439,7 @@ def _load_timm(
 
     spec = name.split(":", 1)[1]
     arch, _, weights = spec.partition("@")
-    kwargs = dict(num_classes=0, drop_rate=dropout, drop_path_rate=dropout)
+    kwargs = dict(num_classes=0, drop_rate=dropout)  # drop_path_rate: timm's default (0.1 for Swin), as ORCA
     if tiny:
         kwargs.update(_TINY_TIMM)
     pretrained = not random_init

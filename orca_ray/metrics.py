@@ -1,7 +1,9 @@
-"""Task metrics over a whole split (lower is better for all of them).
+"""Task metrics (lower is better for all of them), over a whole split or in ORCA's chunked form.
 
-ORCA averages metrics over 1,000-sample chunks; that is not the metric (AUROC and F1 are not averages of
-per-chunk values), so everything here is computed once over all predictions of a split.
+ORCA's `evaluate` (src/main.py) gathers loader batches until it holds at least `eval_batch_size` (1,000)
+samples, scores that chunk, and averages the chunk scores. That is not the metric (AUROC and F1 are not
+averages of per-chunk values), so the default here (`compute_metric`) scores all predictions of a split at
+once; `chunked_metric` over `orca_chunks` is ORCA's form (protocol "orca").
 """
 
 from __future__ import annotations
@@ -95,6 +97,38 @@ def compute_metric(
     if len(y_true) != len(outputs):
         raise ValueError(f"metric {name}: {len(y_true)} targets but {len(outputs)} outputs")
     return METRICS[name](y_true, outputs, groups)
+
+
+def orca_chunks(n: int, batch_size: int, eval_batch_size: int = 1000) -> list[slice]:
+    """The chunks ORCA's `evaluate` scores: loader batches of `batch_size` are gathered until a chunk holds at
+    least `eval_batch_size` samples (so a chunk is the smallest multiple of `batch_size` >= eval_batch_size),
+    the rest forms the last chunk.
+
+    Args:
+        n: samples in the split.
+        batch_size: the evaluation loader's batch size (ORCA: the training batch size).
+        eval_batch_size: ORCA's `eval_batch_size` (1,000 in every config).
+    """
+    if n < 1 or batch_size < 1 or eval_batch_size < 1:
+        raise ValueError(
+            f"n, batch_size and eval_batch_size must be >= 1, got {n}, {batch_size}, {eval_batch_size}"
+        )
+    size = -(-eval_batch_size // batch_size) * batch_size
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def chunked_metric(name: str, y_true: np.ndarray, outputs: np.ndarray, chunks: list[slice]) -> float:
+    """ORCA's chunked score: the mean over `chunks` of the metric on each chunk alone (per window, no vote;
+    a chunk's AUROC skips labels with one class in it, as ORCA's nanmean).
+
+    Args:
+        name: a metric of `METRICS`.
+        y_true, outputs: as `compute_metric`, in the order ORCA's loader yields them.
+        chunks: from `orca_chunks`.
+    """
+    if not chunks:
+        raise ValueError(f"metric {name}: no chunks to score")
+    return float(np.mean([compute_metric(name, y_true[c], outputs[c]) for c in chunks]))
 
 
 def _vote(y_true: np.ndarray, pred: np.ndarray, groups: np.ndarray | None):

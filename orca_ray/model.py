@@ -1,6 +1,6 @@
 """Stage 1 of ORCA: task-specific embedder and predictor around a pretrained body, and freeze masks.
 
-    model = build_model(task, load_body("minilm"))
+    model = build_model(task, load_body("minilm"), aligned=True)
     apply_freeze(model, frozen={"body"})      # embedder + predictor train, the body stays bit-identical
 
 Knows nothing of Ray. Shapes: 1D input (B, C, L) → tokens (B, L/s, D); 2D input (B, C, H, W) → resized to
@@ -29,6 +29,15 @@ def stride_for(length: int, target_seq_len: int) -> int:
     return next(s for s in range(1, length + 1) if length % s == 0 and length // s <= target_seq_len)
 
 
+def _init_norm(norm: nn.LayerNorm, init: EmbeddingInit, aligned: bool) -> None:
+    if aligned:
+        norm.weight.copy_(init.norm_weight)
+        norm.bias.copy_(init.norm_bias)
+    else:
+        nn.init.ones_(norm.weight)
+        nn.init.zeros_(norm.bias)
+
+
 def _xavier_conv_(conv: nn.Module) -> None:
     # ORCA's conv_init: Xavier-uniform with gain √2, zero bias
     nn.init.xavier_uniform_(conv.weight, gain=math.sqrt(2.0))
@@ -48,11 +57,17 @@ class Embedder1D(nn.Module):
         _xavier_conv_(self.projection)
         nn.init.normal_(self.positions, std=0.02)
 
-    def init_from_body(self, init: EmbeddingInit) -> None:
-        """LayerNorm and positions from the body's own embedding layer (ORCA's embedder_init)."""
+    def init_from_body(self, init: EmbeddingInit, aligned: bool) -> None:
+        """ORCA's embedder_init (src/utils.py) for a 1D embedder: positions from the body's own table either way;
+        LayerNorm from the body when the embedder will be aligned (> 0 embedder epochs), else weight 1 / bias 0.
+        The conv keeps its Xavier init in both cases (ORCA's fresh init touches Conv2d/Linear only).
+
+        Args:
+            init: the body's embedding weights.
+            aligned: whether the embedder is trained by the align stage before fine-tuning.
+        """
         with torch.no_grad():
-            self.norm.weight.copy_(init.norm_weight)
-            self.norm.bias.copy_(init.norm_bias)
+            _init_norm(self.norm, init, aligned)
             if init.positions is not None:
                 if len(init.positions) < self.num_tokens:
                     raise ValueError(
@@ -92,23 +107,33 @@ class Embedder2D(nn.Module):
         if self.positions is not None:
             nn.init.normal_(self.positions, std=0.02)
 
-    def init_from_body(self, init: EmbeddingInit) -> None:
-        """LayerNorm from the body; the patch conv from the body's patch embedding when it has one, its RGB
-        kernel averaged and repeated over our input channels (scaled by 3/C to keep the activation scale)."""
+    def init_from_body(self, init: EmbeddingInit, aligned: bool) -> None:
+        """ORCA's embedder_init (src/utils.py) for a 2D embedder. Aligned (> 0 embedder epochs): the body's patch
+        conv tiled over our input channels (channel c takes the body's channel c mod 3, no rescaling) and its
+        bias, LayerNorm from the body. Not aligned: the conv trunc-normal(std 0.02) with zero bias, LayerNorm
+        weight 1 / bias 0. Learned positions (text bodies only) come from the body either way.
+
+        Args:
+            init: the body's embedding weights.
+            aligned: whether the embedder is trained by the align stage before fine-tuning.
+        """
         with torch.no_grad():
-            self.norm.weight.copy_(init.norm_weight)
-            self.norm.bias.copy_(init.norm_bias)
+            _init_norm(self.norm, init, aligned)
+            conv = self.projection
             w = init.patch_weight
-            if (
+            if not aligned:
+                nn.init.trunc_normal_(conv.weight, std=0.02)
+                nn.init.zeros_(conv.bias)
+            elif (
                 w is not None
-                and w.shape[-1] == self.patch_size
-                and w.shape[0] == self.projection.out_channels
+                and w.shape[0] == conv.out_channels
+                and w.shape[-2] >= conv.kernel_size[0]
+                and w.shape[-1] >= conv.kernel_size[1]
             ):
-                c = self.projection.in_channels
-                if w.shape[1] != c:
-                    w = w.mean(1, keepdim=True).repeat(1, c, 1, 1) * (w.shape[1] / c)
-                self.projection.weight.copy_(w)
-                self.projection.bias.copy_(init.patch_bias)
+                c = conv.in_channels
+                tiled = torch.cat([w] * (c // w.shape[1] + 1), dim=1)
+                conv.weight.copy_(tiled[:, :c, : conv.kernel_size[0], : conv.kernel_size[1]])
+                conv.bias.copy_(init.patch_bias)
             if self.positions is not None and init.positions is not None:
                 n = len(self.positions)
                 if len(init.positions) >= n:
@@ -160,6 +185,47 @@ class DensePredictor(nn.Module):
         return y[:, 0] if c == 1 else y
 
 
+class SwinDenseDecoder(nn.Module):
+    """ORCA's dense head on a Swin body (Darcy): transformers' SwinForMaskedImageModeling decoder -- a 1x1 conv
+    to r²·C_img channels and PixelShuffle(r), r = the body's encoder stride, C_img its image channels (3) --
+    then ORCA's predictor: adaptive average over the channels down to the task's output channels (1: the
+    channel mean) and an adaptive average pool to the output grid (85x85 for Darcy).
+
+    Args:
+        dim: the body's output token width.
+        out_channels: output channels of the task (1 for Darcy).
+        output_shape: the output grid (H, W).
+        upscale: r.
+        image_channels: C_img.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_channels: int,
+        output_shape: tuple[int, int],
+        upscale: int,
+        image_channels: int = 3,
+    ):
+        super().__init__()
+        self.out_channels, self.output_shape, self.upscale = out_channels, tuple(output_shape), upscale
+        self.conv = nn.Conv2d(dim, upscale**2 * image_channels, kernel_size=1)
+        # transformers' Swin init (initializer_range 0.02); the decoder is not in the pretrained checkpoint
+        nn.init.normal_(self.conv.weight, std=0.02)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, n, d = tokens.shape
+        side = math.isqrt(n)  # transformers reshapes to floor(sqrt(n)) squared, as ORCA's Swin grids are
+        y = tokens.transpose(1, 2).reshape(b, d, side, side)
+        y = F.pixel_shuffle(self.conv(y), self.upscale)  # (b, C_img, side·r, side·r)
+        h, w = y.shape[-2:]
+        y = F.adaptive_avg_pool1d(y.flatten(2).transpose(1, 2), self.out_channels)  # over channels
+        y = y.transpose(1, 2).reshape(b, self.out_channels, h, w)
+        y = F.adaptive_avg_pool2d(y, self.output_shape)
+        return y[:, 0] if self.out_channels == 1 else y
+
+
 class ORCAModel(nn.Module):
     """embedder → body (its own embedding layer bypassed) → predictor."""
 
@@ -178,12 +244,18 @@ class ORCAModel(nn.Module):
         return getattr(self, name)
 
 
-def build_embedder(
-    task, body: Body, *, target_seq_len: int | None = None, init_from_body: bool = True
-) -> nn.Module:
-    """The embedder for a task's input shape and a body. 1D tasks need a sequence body (text); 2D tasks take
-    either: a Swin body sees a (S/4)² patch grid at its own image size, a text body sees a patch grid sized so
-    the tokens fit its positions (`target_seq_len`, default 64)."""
+def build_embedder(task, body: Body, *, aligned: bool, target_seq_len: int | None = None) -> nn.Module:
+    """The embedder for a task's input shape and a body, initialised as ORCA does (see `init_from_body`).
+    1D tasks need a sequence body (text); 2D tasks take either: a Swin body sees a (S/4)² patch grid at its own
+    image size, a text body sees a patch grid sized so the tokens fit its positions (`target_seq_len`, default 64).
+
+    Args:
+        task: anything with modality, input_shape (a Task).
+        body: the body the embedder feeds.
+        aligned: True when the embedder will be aligned (> 0 embedder epochs): ORCA then starts it from the
+            body's embedding; False gives ORCA's fresh init.
+        target_seq_len: 1D token budget (ORCA's target_seq_len); default 64.
+    """
     if task.modality == "1d":
         if body.modality != "1d":
             raise ValueError(
@@ -208,28 +280,38 @@ def build_embedder(
             patch = max(2, math.ceil(max(h, w) / max(1, math.isqrt(limit))))
             side = math.ceil(max(h, w) / patch)  # tokens per side
             emb = Embedder2D(c, body.embed_dim, patch * side, patch, learned_positions=True)
-    if init_from_body:
-        emb.init_from_body(body.embedding_init)
+    emb.init_from_body(body.embedding_init, aligned)
     return emb
 
 
 def build_predictor(task, body: Body, embedder: nn.Module) -> nn.Module:
+    """Mean-pool + Linear for point tasks; ORCA's Swin decoder for dense tasks on a Swin body; otherwise a
+    per-token linear head shuffled back to the input grid."""
     if not task.dense:
         return PointPredictor(body.out_dim, task.num_outputs)
-    if isinstance(embedder, Embedder1D):
-        stride = embedder.stride
-    elif body.modality == "2d":
-        stride = body.output_stride
-    else:
-        stride = embedder.patch_size
+    if body.modality == "2d" and len(task.output_shape) == 2:
+        return SwinDenseDecoder(
+            body.out_dim, task.num_outputs, task.output_shape, body.decoder_stride, body.image_channels
+        )
+    stride = embedder.stride if isinstance(embedder, Embedder1D) else embedder.patch_size
     return DensePredictor(body.out_dim, task.num_outputs, task.output_shape, stride)
 
 
-def build_model(task, body: Body, *, target_seq_len: int | None = None, seed: int | None = None) -> ORCAModel:
-    """Embedder + predictor for `task` around `body`. `seed` makes the fresh layers' init reproducible."""
+def build_model(
+    task, body: Body, *, aligned: bool, target_seq_len: int | None = None, seed: int | None = None
+) -> ORCAModel:
+    """Embedder + predictor for `task` around `body`.
+
+    Args:
+        task: the target task.
+        body: the body.
+        aligned: whether the embedder will be aligned (> 0 embedder epochs); decides its init (ORCA).
+        target_seq_len: 1D token budget.
+        seed: makes the fresh layers' init reproducible.
+    """
     if seed is not None:
         torch.manual_seed(seed)
-    embedder = build_embedder(task, body, target_seq_len=target_seq_len)
+    embedder = build_embedder(task, body, aligned=aligned, target_seq_len=target_seq_len)
     return ORCAModel(embedder, body, build_predictor(task, body, embedder))
 
 

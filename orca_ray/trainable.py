@@ -124,7 +124,11 @@ class TrialRun:
         self.body = load_body(cfg.body, dropout=cfg.dropout, seed=cfg.seed)
         self.proxy = resolve_proxy(cfg.proxy, cfg.body, cfg.preset)
         seq_len = cfg.target_seq_len or recipe_for(self.task.name).target_seq_len
-        self.model = build_model(self.task, self.body, target_seq_len=seq_len, seed=cfg.seed)
+        # ORCA initialises an embedder that will be aligned from the body, an unaligned one afresh
+        self.aligned = self.proxy != "none" and cfg.embedder_epochs > 0
+        self.model = build_model(
+            self.task, self.body, aligned=self.aligned, target_seq_len=seq_len, seed=cfg.seed
+        )
         self.hp = refine_hparams(cfg, self.task)
         self.constants = {
             "config_hash": cfg.config_hash,
@@ -188,9 +192,10 @@ class TrialRun:
         hp = AlignHParams.from_refine(
             self.hp, self.task.name, lr=cfg.align_lr, batch_per_class=cfg.align_batch_per_class
         )
-        # the data's content fingerprint is part of the key: a changed file behind the same spec realigns
+        # the data's content fingerprint is part of the key: a changed file behind the same spec realigns;
+        # the snapshots hold the body-initialised trajectory: a 0-epoch trial's fresh embedder is not on it
         key = cfg.align_key + (f"-d{self.task.fingerprint[:12]}" if self.task.fingerprint else "")
-        snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / key)
+        snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / key) if self.aligned else None
         aligner = Aligner(
             self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots, device=cfg.device
         )

@@ -16,7 +16,7 @@ HP = AlignHParams(optimizer="adamw", lr=1e-3, batch_per_class=16)
 
 def make_aligner(task, body, px, py, snapshots=None, seed=0, hp=HP):
     torch.manual_seed(seed)
-    embedder = build_embedder(task, body)
+    embedder = build_embedder(task, body, aligned=True)
     return Aligner(embedder, task, px, py, hp, seed=seed, snapshots=snapshots, device="cpu")
 
 
@@ -127,3 +127,56 @@ def test_snapshot_loading_is_weights_only(tmp_path):
     torch.save({"embedder": {}, "payload": Arbitrary()}, tmp_path / "epoch_0000.pt")
     with pytest.raises(RuntimeError, match="unreadable"):
         snaps.load(0)
+
+
+def test_orcas_step_schedule_decays_one_epoch_after_each_milestone():
+    """ORCA's StepLR lambda: ×0.2 once the epoch index exceeds 20, 40, 60 (torch's MultiStepLR would decay at
+    20, 40, 60 themselves)."""
+    from orca_ray.align import make_align_scheduler
+    from orca_ray.refine import make_optimizer
+
+    hp = AlignHParams(optimizer="sgd", lr=1.0)
+    assert [hp.lr_factor(e) for e in (0, 20, 21, 40, 41, 60, 61)] == pytest.approx(
+        [1, 1, 0.2, 0.2, 0.04, 0.04, 0.008]
+    )
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], hp)
+    sched = make_align_scheduler(opt, hp)
+    lrs = []
+    for _ in range(23):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[20] == pytest.approx(1.0) and lrs[21] == pytest.approx(0.2)
+
+
+def test_align_loss_weights_classes_by_share_of_the_whole_split(tiny):
+    """Σ_c (n_c / n) · OTDD(proxy, class c) over classes with ≥ 2 rows; a 1-row class is skipped, the others'
+    weights are not renormalised (ORCA)."""
+    from orca_ray.align import class_weighted_otdd
+    from orca_ray.otdd import ProxyDistance
+
+    task, body, px, py = tiny
+    torch.manual_seed(0)
+    emb = build_embedder(task, body, aligned=True)
+    dist = ProxyDistance(px, py)
+    x = torch.from_numpy(np.asarray(task.train.x[:21]))
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2])
+    weights = torch.tensor([0.2, 0.3, 0.5])
+    got = class_weighted_otdd(emb, dist, x, labels, weights)
+    feats = emb(x)[0].mean(1)
+    want = sum(
+        w * dist(feats[labels == c], torch.zeros(10, dtype=torch.long)) for c, w in [(0, 0.2), (1, 0.3)]
+    )
+    assert torch.allclose(got, want, rtol=1e-5)
+    got.backward()
+    assert all(p.grad is not None for p in emb.parameters())
+
+
+def test_pseudo_labels_as_orcas_kmeans():
+    from sklearn.cluster import KMeans
+
+    from orca_ray.align import pseudo_labels
+
+    y = np.random.default_rng(0).standard_normal((300, 2, 3)).astype(np.float32)
+    want = KMeans(n_clusters=10, n_init=10, random_state=4).fit(y.reshape(300, -1)).labels_
+    assert np.array_equal(pseudo_labels(y, seed=4), want)

@@ -1,3 +1,5 @@
+import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +11,7 @@ from orca_ray.model import (
     Embedder1D,
     Embedder2D,
     apply_freeze,
+    build_embedder,
     build_model,
     parse_freeze,
     stride_for,
@@ -54,9 +57,11 @@ def test_output_shapes(tasks, body_name, task_name):
     body = load_body(body_name)
     if task.modality == "1d" and body.modality == "2d":
         with pytest.raises(ValueError, match="needs a sequence"):
-            build_model(task, body)
+            build_model(task, body, aligned=True)
         return
-    model = build_model(task, body, target_seq_len={"synthetic-deepsea": 64}.get(task_name), seed=0)
+    model = build_model(
+        task, body, aligned=True, target_seq_len={"synthetic-deepsea": 64}.get(task_name), seed=0
+    )
     x = torch.from_numpy(task.train.x[:3])
     out = model(x)
     want = (3, *task.output_shape) if task.dense else (3, task.num_outputs)
@@ -68,7 +73,7 @@ def test_output_shapes(tasks, body_name, task_name):
 
 def test_embedder_initialised_from_the_body(minilm):
     task = fake_task("1d", (6, 100), 4)
-    model = build_model(task, minilm, seed=0)
+    model = build_model(task, minilm, aligned=True, seed=0)
     init = minilm.embedding_init
     assert torch.equal(model.embedder.norm.weight, init.norm_weight)
     assert torch.equal(model.embedder.positions, init.positions[: model.embedder.num_tokens])
@@ -76,15 +81,120 @@ def test_embedder_initialised_from_the_body(minilm):
     assert not any("word_embeddings" in n for n, _ in minilm.named_parameters())
 
 
-def test_swin_embedder_copies_patch_kernel_over_channels():
+def test_aligned_swin_embedder_tiles_the_patch_kernel_as_orca():
+    """ORCA's embedder_init: channel c of our conv is the body's channel c mod 3 (no averaging), bias and
+    LayerNorm copied."""
     body = load_body("tiny-swin")
-    rgb = build_model(fake_task("2d", (3, 32, 32), 5), body).embedder
-    assert torch.equal(rgb.projection.weight, body.embedding_init.patch_weight)
-    gray = build_model(fake_task("2d", (1, 16, 52), 5), body).embedder
-    want = body.embedding_init.patch_weight.mean(1, keepdim=True) * 3
-    assert torch.allclose(gray.projection.weight, want)
-    tokens, grid = gray(torch.randn(2, 1, 16, 52))  # resized to the body's image size
+    w, init = body.embedding_init.patch_weight, body.embedding_init
+    for channels, want in [(3, w), (1, w[:, :1]), (4, torch.cat([w, w[:, :1]], 1))]:
+        emb = build_model(fake_task("2d", (channels, 16, 52), 5), body, aligned=True).embedder
+        assert torch.equal(emb.projection.weight, want)
+        assert torch.equal(emb.projection.bias, init.patch_bias)
+        assert torch.equal(emb.norm.weight, init.norm_weight) and torch.equal(emb.norm.bias, init.norm_bias)
+    tokens, grid = emb(torch.randn(2, 4, 16, 52))  # resized to the body's image size
     assert grid == (8, 8) and tokens.shape == (2, 64, body.embed_dim)
+
+
+def test_unaligned_embedders_start_fresh_as_orca():
+    """0 embedder epochs: 2D conv trunc-normal(0.02) with zero bias and LayerNorm 1/0; 1D LayerNorm 1/0 with
+    the conv's Xavier init and the body's positions kept."""
+    swin = load_body("tiny-swin")
+    torch.manual_seed(0)
+    emb = Embedder2D(3, 256, 224, 4)  # enough weights for the statistics
+    emb.init_from_body(swin.embedding_init, aligned=False)
+    w = emb.projection.weight.detach()
+    assert abs(float(w.mean())) < 1e-3 and float(w.std()) == pytest.approx(0.02, rel=0.03)
+    assert float(w.abs().max()) <= 2.0 and torch.equal(emb.projection.bias, torch.zeros(256))
+    assert torch.equal(emb.norm.weight, torch.ones(256)) and torch.equal(emb.norm.bias, torch.zeros(256))
+
+    text = load_body("tiny-text")
+    task = fake_task("1d", (2, 40), 3)
+    fresh = build_model(task, text, aligned=False, seed=0).embedder
+    aligned = build_model(task, text, aligned=True, seed=0).embedder
+    init = text.embedding_init
+    assert torch.equal(fresh.norm.weight, torch.ones(32)) and torch.equal(fresh.norm.bias, torch.zeros(32))
+    assert torch.equal(aligned.norm.weight, init.norm_weight) and torch.equal(
+        aligned.norm.bias, init.norm_bias
+    )
+    for emb in (fresh, aligned):
+        assert torch.equal(emb.positions, init.positions[: emb.num_tokens])
+    assert torch.equal(fresh.projection.weight, aligned.projection.weight)  # Xavier(√2) either way
+    fan_in, fan_out = 2 * fresh.stride, 32 * fresh.stride
+    bound = math.sqrt(2.0) * math.sqrt(6.0 / (fan_in + fan_out))
+    assert float(fresh.projection.weight.abs().max()) <= bound
+
+
+def test_roberta_positions_are_numbered_from_two_as_orca():
+    """ORCA's Embeddings1D takes position ids 2..L+1 (padding_idx 1) from RoBERTa's table."""
+    import transformers
+
+    from orca_ray.bodies import TextBody
+
+    cfg = transformers.AutoConfig.for_model(
+        "roberta",
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        vocab_size=50,
+        pad_token_id=1,
+    )
+    hf = transformers.AutoModel.from_config(cfg)
+    table = hf.embeddings.position_embeddings.weight.detach().clone()
+    body = TextBody(hf, "roberta", None)
+    emb = build_embedder(fake_task("1d", (1, 46), 24), body, aligned=False, target_seq_len=38)
+    assert emb.num_tokens == 23 and torch.equal(emb.positions, table[2:25]) and body.max_tokens == 38
+
+
+def test_swin_keeps_its_drop_path_rate():
+    """ORCA sets hidden/attention dropout only; Swin's stochastic depth stays at SwinConfig's 0.1."""
+    body = load_body("tiny-swin", dropout=0.0)
+    cfg = body.model.config
+    assert cfg.drop_path_rate == pytest.approx(0.1)
+    assert cfg.hidden_dropout_prob == 0.0 and cfg.attention_probs_dropout_prob == 0.0
+    timm_body = load_body("tiny-timm-swin")
+    rates = [m.drop_prob for m in timm_body.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.1)
+
+
+def test_darcy_head_matches_transformers_masked_image_decoder():
+    """ORCA's Darcy model: SwinForMaskedImageModeling's reconstruction, channel mean, adaptive pool to 85x85.
+    Same weights in transformers' own model and in ours give the same field."""
+    import transformers
+
+    from orca_ray.bodies import HFSwinBody
+    from orca_ray.model import ORCAModel, SwinDenseDecoder
+
+    torch.manual_seed(0)
+    cfg = transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2
+    )
+    ref = transformers.SwinForMaskedImageModeling(cfg).eval()
+    body = HFSwinBody(copy.deepcopy(ref.swin), "ref", None)
+    assert body.decoder_stride == cfg.encoder_stride == 32
+    task = fake_task("2d", (3, 32, 32), 1, output_shape=(85, 85))
+    model = build_model(task, body, aligned=True, seed=0).eval()
+    head = model.predictor
+    assert isinstance(head, SwinDenseDecoder) and isinstance(model, ORCAModel)
+    # the body's own patch embedding (aligned init copies it) and the reference's decoder conv
+    with torch.no_grad():
+        head.conv.weight.copy_(ref.decoder[0].weight)
+        head.conv.bias.copy_(ref.decoder[0].bias)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        recon = ref(pixel_values=x).reconstruction  # (2, 3, 128, 128): PixelShuffle(32) of the 4x4 grid
+        want = torch.nn.functional.adaptive_avg_pool2d(recon.mean(1), (85, 85))
+        got = model(x)
+    assert got.shape == (2, 85, 85)
+    assert torch.allclose(got, want, atol=1e-5)
+    # fresh decoder: transformers' Swin init (normal 0.02, zero bias); gradients reach every part
+    fresh = SwinDenseDecoder(64, 1, (85, 85), upscale=32)
+    assert float(fresh.conv.weight.std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
+    model.train()
+    model(x).pow(2).mean().backward()
+    for part in ("embedder", "body", "predictor"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.part(part).parameters()), part
 
 
 def test_dense_predictor_shapes_1d_and_2d():
@@ -95,7 +205,7 @@ def test_dense_predictor_shapes_1d_and_2d():
 
 
 def test_text_body_on_image_task_uses_learned_positions(minilm):
-    model = build_model(fake_task("2d", (1, 8, 8), 10), minilm)
+    model = build_model(fake_task("2d", (1, 8, 8), 10), minilm, aligned=True)
     assert isinstance(model.embedder, Embedder2D) and model.embedder.positions is not None
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
@@ -112,7 +222,7 @@ def test_parse_freeze():
 @pytest.mark.parametrize("frozen", [{"body"}, {"embedder"}, {"embedder", "body"}])
 def test_frozen_weights_bit_identical_after_training(frozen):
     task = fake_task("1d", (2, 40), 3)
-    model = build_model(task, load_body("tiny-text"), seed=0)
+    model = build_model(task, load_body("tiny-text"), aligned=True, seed=0)
     apply_freeze(model, frozen)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(trainable_parameters(model), lr=1e-2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orca_ray.bodies import load_body
-from orca_ray.proxies import ProxyDataError, proxy_features, resolve_proxy
+from orca_ray.proxies import CONLL_CLASSES, ProxyDataError, proxy_features, resolve_proxy
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_wnut16_is_real_labelled_text(minilm, tmp_path):
     assert x.shape == (500, 384) and len(y.unique()) == 21  # WNUT-16's 21 tags, rare ones kept
     assert torch.isfinite(x).all()
     fake_x, fake_y = proxy_features("fake-text", "minilm", minilm, size=500, cache_dir=tmp_path)
-    assert fake_x.shape == x.shape and len(fake_y.unique()) == 21
+    assert fake_x.shape == x.shape and len(fake_y.unique()) == CONLL_CLASSES  # no text_ys here
 
 
 def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
@@ -123,3 +123,71 @@ def test_text_proxy_of_a_random_body_uses_that_bodys_embedding_layer():
         body = load_body("random:minilm", seed=seed)
         emb, _, _ = _original_text_embeddings(body)
         assert torch.equal(emb.position_embeddings.weight, body.embedding_init.positions)
+
+
+def test_cifar10_proxy_is_a_random_augmented_sample_as_orca(tmp_path):
+    """ORCA's load_cifar(maxsize=5000): random training images, each through RandomCrop(32, padding=4) +
+    RandomHorizontalFlip once, then CIFAR-10 normalisation."""
+    from orca_ray.proxies import _crop_and_flip, _load_images
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = rng.integers(1, 256, (5, 20, 3, 32, 32), dtype=np.uint8)  # no zero pixels: padding shows as 0
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump({"data": data[i - 1].reshape(20, -1), "labels": list(range(20))}, fh)
+    imgs, labels = _load_images("cifar10", 30, np.random.default_rng(3), tmp_path)
+    again, _ = _load_images("cifar10", 30, np.random.default_rng(3), tmp_path)
+    other, _ = _load_images("cifar10", 30, np.random.default_rng(4), tmp_path)
+    assert imgs.shape == (30, 3, 32, 32) and np.array_equal(imgs, again) and not np.array_equal(imgs, other)
+    assert labels.tolist() != list(range(20)) + list(range(10))  # not the first 30
+    # every augmented image is a crop (offsets 0..8 of the zero-padded image), maybe mirrored
+    src = data.reshape(100, 3, 32, 32)
+    out = _crop_and_flip(src, np.random.default_rng(1))
+    padded = np.pad(src, ((0, 0), (0, 0), (4, 4), (4, 4)))
+    flips = 0
+    for i in range(100):
+        crops = [
+            (flip, padded[i, :, top : top + 32, left : left + 32])
+            for top in range(9)
+            for left in range(9)
+            for flip in (False, True)
+        ]
+        hits = [flip for flip, c in crops if np.array_equal(out[i], c[:, :, ::-1] if flip else c)]
+        assert hits, i
+        flips += hits[0]
+    assert 25 < flips < 75
+
+
+def test_fake_images_are_torchvisions_fakedata():
+    import torchvision
+
+    from orca_ray.proxies import _CIFAR10_MEAN, _CIFAR10_STD, _load_images
+
+    imgs, labels = _load_images("fake-images", 12, np.random.default_rng(0), None, seed=0)
+    ref = torchvision.datasets.FakeData(
+        size=12,
+        image_size=(3, 32, 32),
+        num_classes=10,
+        transform=torchvision.transforms.Compose(
+            [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize(_CIFAR10_MEAN, _CIFAR10_STD)]
+        ),
+    )
+    for i in range(12):
+        img, label = ref[i]
+        assert label == labels[i] and np.allclose(imgs[i], img.numpy(), atol=1e-6)
+    shifted, _ = _load_images("fake-images", 12, np.random.default_rng(0), None, seed=1)
+    assert not np.allclose(shifted, imgs)
+
+
+def test_fake_text_takes_conlls_class_count(tmp_path):
+    body = load_body("tiny-text")
+    np.save(tmp_path / "text_xs_32.npy", np.zeros((50, 4, body.embed_dim), np.float32))
+    np.save(tmp_path / "text_ys_32.npy", np.arange(50) % 7)
+    np.save(tmp_path / "text_xs.npy", np.ones((50, 4, body.embed_dim), np.float32))  # ORCA reads _32 first
+    np.save(tmp_path / "text_ys.npy", np.arange(50) % 3)
+    x, y = proxy_features("fake-text", "tiny-text", body, size=70, data_root=tmp_path, cache_dir=tmp_path)
+    assert len(y.unique()) == 7 and x.shape == (70, body.embed_dim)
+    cx, _ = proxy_features("conll", "tiny-text", body, size=10, data_root=tmp_path, cache_dir=tmp_path)
+    assert not cx.any()
