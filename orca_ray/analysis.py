@@ -55,7 +55,7 @@ METRIC_LABELS = {
     "rel-l2": "relative L2",
 }
 # the settings a trial differs in besides its seed (pretraining_tokens follows the body)
-FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset")
+FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol")
 FREEZE_ORDER = ("none", "embedder", "body", "embedder+body")
 # Warstadt et al. (2020) pretraining-scale series, smallest first: the fallback order when tokens are unknown
 BODY_ORDER = (
@@ -487,8 +487,8 @@ def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
 
 
 def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
-    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr and preset when they
-    vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
+    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr, preset and protocol
+    when they vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
     after each task's settings, its baselines, marked as such.
 
     Args:
@@ -496,7 +496,7 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
         baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
     """
     kfs = _keyed(fs)
-    extra = [c for c in ("lr", "preset") if kfs["_" + c].nunique() > 1]
+    extra = [c for c in ("lr", "preset", "protocol") if kfs["_" + c].nunique() > 1]
     keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
     head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from .model import freeze_label, parse_freeze
 from .recipes import PRESETS
+from .tasks.base import PROTOCOLS
 
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
@@ -37,7 +38,10 @@ _ALIGN_FIELDS = (
     "val_fraction",
     "max_train_samples",
     "preset",
+    "protocol",  # ORCA's composition trains the embedder on train ∪ val
 )
+# bumped when what an aligned embedder is changes (v2: ORCA's embedder init, StepLR lambda, class weights)
+ALIGN_VERSION = "v2"
 
 
 def flat_config(config: Mapping[str, Any]) -> dict:
@@ -64,6 +68,9 @@ class TrialConfig:
         freeze: '+'-joined frozen parts of {embedder, body, predictor}, or "none".
         seed: data split, initialisation and batch order.
         preset: "demo" or "paper" (see `recipes.PRESETS`).
+        protocol: "honest" (default): model selection on a validation split, metrics over whole splits,
+            NAS-Bench-360's splits. "orca": ORCA's own protocol -- its split composition (validation data in
+            train, "val" = test), its ECG split, metrics averaged over 1,000-sample chunks.
         refine_epochs, lr, optimizer, weight_decay, batch_size, accum, clip, warmup_epochs, decay_epochs,
             dropout: fine-tuning overrides (None: the task's recipe, see `recipes.hparams_for`).
         align_lr, align_batch_per_class, proxy_size, target_seq_len: align overrides.
@@ -79,6 +86,7 @@ class TrialConfig:
     freeze: str = "none"  # '+'-joined frozen parts of {embedder, body, predictor}
     seed: int = 0
     preset: str = "demo"
+    protocol: str = "honest"
     # fine-tuning overrides (None: the task's recipe, see recipes.hparams_for)
     refine_epochs: int | None = None
     lr: float | None = None
@@ -106,6 +114,8 @@ class TrialConfig:
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.embedder_epochs < 0:
             raise ValueError(f"embedder_epochs must be >= 0, got {self.embedder_epochs}")
         if self.proxy == "none" and self.embedder_epochs:
@@ -166,7 +176,10 @@ class TrialConfig:
 
             proxy = resolve_proxy(proxy, self.body, self.preset)
         blob = json.dumps(
-            {k: proxy if k == "proxy" else getattr(self, k) for k in sorted(_ALIGN_FIELDS)},
+            {
+                **{k: proxy if k == "proxy" else getattr(self, k) for k in sorted(_ALIGN_FIELDS)},
+                "version": ALIGN_VERSION,
+            },
             sort_keys=True,
             default=str,
         )

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import CropFlip
 from .bodies import Body, body_modality
 from .io import build_once, cache_root, content_fingerprint, quarantine
 from .recipes import default_proxy
@@ -232,7 +233,7 @@ def _load_images(proxy, size, rng, data_root, seed: int = 0) -> tuple[np.ndarray
         imgs, labels = _read_cifar10(data_root)
         # ORCA's load_cifar(maxsize=5000): 5,000 random training images, its train transform applied once each
         pick = rng.permutation(len(imgs))[:size]
-        return _cifar10_normalise(_crop_and_flip(imgs[pick], rng)), labels[pick]
+        return _cifar10_normalise(CropFlip(pad=4, fill=(0,))(imgs[pick], rng)), labels[pick]
     elif proxy == "mnist":
         gray, labels = _read_mnist(data_root)
         gray = (gray.astype(np.float32) / 255.0 - _MNIST_MEAN) / _MNIST_STD
@@ -246,20 +247,6 @@ def _cifar10_normalise(u8: np.ndarray) -> np.ndarray:
     x = u8.astype(np.float32) / 255.0
     mean = np.array(_CIFAR10_MEAN, np.float32)[:, None, None]
     return (x - mean) / np.array(_CIFAR10_STD, np.float32)[:, None, None]
-
-
-def _crop_and_flip(u8: np.ndarray, rng, pad: int = 4) -> np.ndarray:
-    """torchvision's RandomCrop(32, padding=4) (zero padding) then RandomHorizontalFlip(0.5), per image."""
-    n, _, h, w = u8.shape
-    padded = np.pad(u8, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    top = rng.integers(0, 2 * pad + 1, n)
-    left = rng.integers(0, 2 * pad + 1, n)
-    flip = rng.random(n) < 0.5
-    out = np.empty_like(u8)
-    for i in range(n):
-        img = padded[i, :, top[i] : top[i] + h, left[i] : left[i] + w]
-        out[i] = img[:, :, ::-1] if flip[i] else img
-    return out
 
 
 def _fake_data(size: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

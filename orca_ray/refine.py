@@ -28,7 +28,7 @@ from torch import nn
 
 from .metrics import chunked_metric, compute_metric, orca_chunks
 from .model import trainable_parameters, trainable_state_dict
-from .tasks import Split, Task
+from .tasks import PROTOCOLS, Split, Task
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,6 @@ class EpochResult:
     lr: float  # the lr in effect at the end of the epoch
 
 
-PROTOCOLS = ("honest", "orca")
 ORCA_EVAL_CHUNK = 1000  # ORCA's eval_batch_size: metrics are averaged over chunks of this many samples
 
 
@@ -357,6 +356,9 @@ class Refiner:
         torch.manual_seed(int(rng.integers(2**31)))  # dropout / drop-path draws for this epoch
         order = rng.permutation(len(self.task.train))
         micro = ((x, y) for x, y, _ in batches(self.task.train, self.hp.batch_size, order))
+        if self.task.augment is not None:  # ORCA's train-time crop/flip (CIFAR-100)
+            aug_rng = np.random.default_rng([self.seed, self.epoch, 1])
+            micro = ((self.task.augment(x, aug_rng), y) for x, y in micro)
         if self.max_steps_per_epoch is not None:
             micro = itertools.islice(micro, self.max_steps_per_epoch)
         train_loss = self.train_batches(micro)
@@ -401,10 +403,14 @@ class Refiner:
 
     def evaluate(self, split: Split) -> float:
         """The task's metric on `split`: over the whole split ("honest"), or ORCA's mean over chunks of
-        loader batches ("orca"; in stored order: ORCA's loaders keep test order, except DeepSEA's, which
-        shuffles -- the task stores the order ORCA's loader would see)."""
-        outputs, targets = self.predict(split)
+        loader batches ("orca"), in stored order -- or, for a task whose reference loader shuffles
+        (`task.shuffle_eval`, ORCA's DeepSEA), in a fresh seeded order per epoch."""
         if self.protocol == "orca":
+            order = None
+            if self.task.shuffle_eval:
+                order = np.random.default_rng([self.seed, self.epoch, 2]).permutation(len(split))
+            outputs, targets = self.predict(split, order)
             chunks = orca_chunks(len(targets), self.hp.batch_size, ORCA_EVAL_CHUNK)
             return chunked_metric(self.task.metric, targets, outputs, chunks)
+        outputs, targets = self.predict(split)
         return compute_metric(self.task.metric, targets, outputs, split.groups)

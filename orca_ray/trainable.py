@@ -82,6 +82,7 @@ def task_key(cfg: TrialConfig) -> str:
             cfg.max_train_samples,
             cfg.max_eval_samples,
             cfg.data_root,
+            cfg.protocol,
         )
     )
 
@@ -100,6 +101,7 @@ def load_trial_task(cfg: TrialConfig) -> Task:
         max_train_samples=cfg.max_train_samples,
         max_eval_samples=cfg.max_eval_samples,
         cache_dir=cfg.cache_dir,
+        protocol=cfg.protocol,
     )
 
 
@@ -143,6 +145,7 @@ class TrialRun:
             "preset": cfg.preset,
             # the original label of each class index, so results read back in the data's own terms
             "classes": json.dumps(list(self.task.class_names)) if self.task.class_names else None,
+            "protocol": cfg.protocol,
             "metric": self.task.metric,
             "node": socket.gethostname(),
         }
@@ -234,6 +237,7 @@ class TrialRun:
             self.hp,
             seed=self.cfg.seed,
             device=self.cfg.device,
+            protocol=self.cfg.protocol,
         )
         if state is not None and state.get("refine") is not None:
             refiner.load_state_dict(state["refine"])

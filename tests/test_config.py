@@ -27,6 +27,7 @@ def test_align_key_shared_by_trials_that_only_differ_in_fine_tuning():
         dict(lr=1e-3),
         dict(optimizer="sgd"),
         dict(align_lr=1e-2),
+        dict(protocol="orca"),  # ORCA's composition aligns on train ∪ val
     ]:
         assert TrialConfig(**{**base.to_dict(), **other}).align_key != base.align_key
     assert len({c.config_hash for c in [base, *same]}) == 4
@@ -42,6 +43,9 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="unknown part"):
         TrialConfig(task="t", body="b", freeze="head")
     assert TrialConfig(task="t", body="b", freeze="body+embedder").freeze == "embedder+body"
+    with pytest.raises(ValueError, match="protocol"):
+        TrialConfig(task="t", body="b", protocol="paper")
+    assert TrialConfig(task="t", body="b").protocol == "honest"
 
 
 def test_align_key_hashes_the_resolved_proxy():

@@ -252,7 +252,7 @@ def test_darcy_v5_and_v73_agree(tmp_path):
 
 def test_satellite_memmap_zscore_and_last_block_val(full_root, monkeypatch):
     root, raw = full_root
-    t = load_task("satellite", data_root=root)
+    t = load_task("satellite", data_root=root, zscore=True)  # NAS-Bench-360's per-series z-score
     assert t.input_shape == (1, 46) and t.num_outputs == 24
     assert (len(t.train), len(t.val), len(t.test)) == (
         96,
@@ -265,11 +265,11 @@ def test_satellite_memmap_zscore_and_last_block_val(full_root, monkeypatch):
     np.testing.assert_allclose(t.val.x[:, 0], z[96:], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(t.train.y, label[:96] - 1)
     assert t.train.y.min() == 0 and t.train.y.max() == 23
-    raw_t = load_task("satellite", data_root=root, zscore=False)  # ORCA feeds the raw values
+    raw_t = load_task("satellite", data_root=root)  # the default: raw values, as ORCA feeds them
     np.testing.assert_allclose(raw_t.test.x[:, 0], raw["satellite"]["test"][0], rtol=1e-6)
     # second load: memory map of the cached conversion, no reconversion
     monkeypatch.setattr(nb360.satellite, "_convert_satellite", lambda *a, **k: pytest.fail("converted twice"))
-    again = load_task("satellite", data_root=root)
+    again = load_task("satellite", data_root=root, zscore=True)
     assert isinstance(again.test.x, np.memmap)
     r = load_task("satellite", data_root=root, val="random", seed=2)
     assert len(r.val) > 0 and len(r.train) + len(r.val) == 144
@@ -333,6 +333,62 @@ def test_ecg_split_windows_groups_and_vote(full_root):
     assert compute_metric(t.metric, s.y, logits) > 0.0
     uniform = load_task("ecg", data_root=root, eval_class_strides=False)
     assert len(uniform.test) < len(t.test) and len(uniform.train) == len(t.train)
+
+
+def test_orca_protocol_compositions(full_root):
+    """protocol="orca": ORCA's own splits (its loaders with valid_split=False): the validation data trains,
+    the split called val is the test split itself."""
+    root, raw = full_root
+    for name in ("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg"):
+        honest = load_task(name, data_root=root)
+        orca = load_task(name, data_root=root, protocol="orca")
+        assert orca.val is orca.test, name
+        assert len(orca.test) == len(honest.test) or name == "ecg", name
+        if name in ("cifar100", "ninapro", "satellite", "deepsea", "darcy"):
+            assert len(orca.train) == len(honest.train) + len(honest.val), name
+    # NinaPro: train + val in order, ORCA's focal loss; CIFAR-100: all training images, crop/flip on train
+    nina = load_task("ninapro", data_root=root, protocol="orca")
+    x_val = raw["ninapro"]["val"][0]
+    assert nina.loss == "focal" and load_task("ninapro", data_root=root).loss == "focal"
+    np.testing.assert_allclose(nina.train.x[-len(x_val) :, 0], x_val.transpose(0, 2, 1), rtol=1e-6)
+    cifar = load_task("cifar100", data_root=root, protocol="orca")
+    assert cifar.augment is not None and cifar.augment.pad == 4
+    black = (0 - np.array([0.5071, 0.4867, 0.4408])) / np.array([0.2675, 0.2565, 0.2761])
+    np.testing.assert_allclose(cifar.augment.fill, black, rtol=1e-5)
+    # Darcy: the normalisers are fitted on every training sample
+    darcy = load_task("darcy", data_root=root, protocol="orca")
+    sol = raw["darcy"]["train"]["sol"][:, ::5, ::5].astype(np.float64)
+    np.testing.assert_allclose(darcy.y_normalizer.mean, sol.mean(0), rtol=1e-4, atol=1e-6)
+    # DeepSEA: x_val appended to x_train in one memory map; evaluated in a fresh order per epoch
+    deep = load_task("deepsea", data_root=root, protocol="orca")
+    assert isinstance(deep.train.x, np.memmap) and deep.shuffle_eval
+    np.testing.assert_array_equal(deep.train.y[-10:], raw["deepsea"]["y_val"])
+
+
+def test_ecg_orca_split_is_orcas_90_10(full_root):
+    from sklearn.model_selection import train_test_split
+
+    from orca_ray.tasks.nb360.ecg import orca_ecg_split
+
+    root, raw = full_root
+    recs, labels = raw["ecg"]["data"], raw["ecg"]["label"]
+    t = load_task("ecg", data_root=root, protocol="orca")
+    g_tr, g_te = set(np.unique(t.train.groups).tolist()), set(np.unique(t.test.groups).tolist())
+    _, x_te = train_test_split(list(recs), test_size=0.1, random_state=0)
+    ids = {id(r): i for i, r in enumerate(recs)}
+    assert g_te == {ids[id(r)] for r in x_te} and not (g_tr & g_te) and len(g_tr) + len(g_te) == len(recs)
+    code = np.array([{"N": 0, "A": 1, "O": 2, "~": 3}[c] for c in labels])
+    split = orca_ecg_split(list(recs), code)
+    for part, s in (("train", t.train), ("test", t.test)):
+        x, y, rec = split[part]
+        np.testing.assert_array_equal(rec, s.groups)
+        np.testing.assert_array_equal(y, s.y)
+        np.testing.assert_allclose(x, s.x[:, 0], rtol=1e-6, atol=1e-6)
+    # test windows are shuffled (ORCA permutes them once); each recording's windows are those of slide_and_cut
+    assert (np.diff(t.test.groups) != 0).sum() > len(g_te)
+    rid = t.test.groups[0]
+    step = 500 // {0: 1, 1: 6, 2: 2, 3: 20}[code[rid]]
+    assert (t.test.groups == rid).sum() == len(range(0, len(recs[rid]) - 1000, step))
 
 
 # ---- errors name the file ----------------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def test_text_proxy_of_a_random_body_uses_that_bodys_embedding_layer():
 def test_cifar10_proxy_is_a_random_augmented_sample_as_orca(tmp_path):
     """ORCA's load_cifar(maxsize=5000): random training images, each through RandomCrop(32, padding=4) +
     RandomHorizontalFlip once, then CIFAR-10 normalisation."""
-    from orca_ray.proxies import _crop_and_flip, _load_images
+    from orca_ray.augment import CropFlip
+    from orca_ray.proxies import _load_images
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "cifar-10-batches-py"
@@ -144,7 +145,7 @@ def test_cifar10_proxy_is_a_random_augmented_sample_as_orca(tmp_path):
     assert labels.tolist() != list(range(20)) + list(range(10))  # not the first 30
     # every augmented image is a crop (offsets 0..8 of the zero-padded image), maybe mirrored
     src = data.reshape(100, 3, 32, 32)
-    out = _crop_and_flip(src, np.random.default_rng(1))
+    out = CropFlip(pad=4, fill=(0,))(src, np.random.default_rng(1))
     padded = np.pad(src, ((0, 0), (0, 0), (4, 4), (4, 4)))
     flips = 0
     for i in range(100):

@@ -216,3 +216,50 @@ def test_real_minilm_beats_chance_on_bundled_real_task(minilm):
     chance = 1 - np.bincount(task.test.y).max() / len(task.test.y)  # 0.75: majority-class error
     assert results[-1].train_loss < results[0].train_loss
     assert results[-1].test_score < chance - 0.4, (results[-1], chance)
+
+
+def test_orca_protocol_selects_on_test_and_scores_in_chunks():
+    """protocol "orca": the validation data trains, "val" is the test split (scored once), metrics are
+    ORCA's chunk averages over loader batches."""
+    from orca_ray.metrics import chunked_metric, orca_chunks
+
+    honest = load_task("synthetic-ecg", seed=0)
+    task = load_task("synthetic-ecg", seed=0, protocol="orca")
+    assert task.val is task.test and len(task.train) == len(honest.train) + len(honest.val)
+    model = build_model(task, load_body("tiny-text"), aligned=False, seed=0)
+    hp = RefineHParams("adamw", 1e-3, epochs=1, decay_epochs=1, batch_size=4, eval_batch_size=64)
+    r = Refiner(model, task, hp, seed=0, protocol="orca", max_steps_per_epoch=2)
+    res = r.run_epoch()
+    assert res.val_score == res.test_score
+    out, y = r.predict(task.test)
+    assert res.test_score == pytest.approx(chunked_metric(task.metric, y, out, orca_chunks(len(y), 4)))
+    with pytest.raises(ValueError, match="protocol"):
+        load_task("synthetic-ecg", protocol="ORCA")
+
+
+def test_task_augmentation_reaches_the_training_batches():
+    """A task's `augment` (ORCA's CIFAR-100 crop/flip) transforms every training batch, never evaluation."""
+    from dataclasses import replace
+
+    from orca_ray.augment import CropFlip
+
+    task = load_task("synthetic-cifar100", seed=0, max_train_samples=64, max_eval_samples=8)
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3 * 32 * 32, 100)
+
+        def forward(self, x):
+            seen.append((self.training, x.clone()))
+            return self.linear(x.flatten(1))
+
+    hp = RefineHParams("sgd", 1e-3, epochs=1, batch_size=16)
+    for t, padded in ((task, False), (replace(task, augment=CropFlip(pad=4, fill=(-9.0,) * 3)), True)):
+        seen.clear()
+        Refiner(Probe(), t, hp, seed=0).run_epoch()
+        train_x = torch.cat([x for training, x in seen if training])
+        eval_x = torch.cat([x for training, x in seen if not training])
+        assert len(train_x) == len(t.train) and bool((train_x == -9.0).any()) == padded
+        assert not (eval_x == -9.0).any()

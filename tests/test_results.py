@@ -77,6 +77,7 @@ def contract_row(config: dict, phase: str, epoch: int, attempt: int = 0) -> dict
         "pretraining_tokens": float("nan") if config["body"] == "random-bert" else 1e9,
         "preset": "unit",
         "classes": '["neg", "pos"]',  # the data's own label per class index (JSON)
+        "protocol": config.get("protocol", "honest"),
     }
 
 

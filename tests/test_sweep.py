@@ -257,3 +257,24 @@ def test_cli_takes_a_scripts_default_tasks_per_preset(capsys):
     assert "3 trials" in out and "satellite" not in out
     out = plan("--preset", "demo")
     assert "6 trials" in out and "digits" in out and "italypowerdemand-pooled" in out
+
+
+def test_protocol_flag_is_a_grid_axis_and_seed_paper_batch_sizes():
+    """`--protocol honest orca` runs both protocols in one sweep; `--batch-sizes seed-paper` gives Satellite
+    64 and ECG 32 (one micro-batch per step) and leaves the other tasks at ORCA's."""
+    from orca_ray.sweep.cli import main
+
+    def space(args):
+        return {"task": args.tasks, "body": "roberta-base", "embedder_epochs": 0, "seed": args.seeds}
+
+    argv = ["--preset", "paper", "--tasks", "satellite", "deepsea", "--seeds", "0", "--data-root", "/x"]
+    argv += ["--dry-run", "--protocol", "honest", "orca", "--batch-sizes", "seed-paper"]
+    assert main(default_name="t", description="", space=space, argv=argv) == 0
+    from orca_ray.recipes import seed_paper_batch_sizes
+    from orca_ray.sweep.plan import expand_grid
+
+    grids = seed_paper_batch_sizes({"task": ["satellite", "deepsea", "ecg"], "protocol": ["honest", "orca"]})
+    configs = expand_grid([{**g, "body": "roberta-base"} for g in grids])
+    got = {(c.task, c.protocol): (c.batch_size, c.accum) for c in configs}
+    assert got[("satellite", "orca")] == (64, 1) and got[("ecg", "honest")] == (32, 1)
+    assert got[("deepsea", "orca")] == (None, None) and len(got) == 6

@@ -48,6 +48,7 @@ RESULT_SCHEMA = pa.schema(
         ("pretraining_tokens", pa.float64()),
         ("preset", pa.string()),
         ("classes", pa.string()),
+        ("protocol", pa.string()),
         ("config_json", pa.string()),
         ("reported_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -71,6 +72,7 @@ TRIAL_FIELDS = (
     "pretraining_tokens",
     "preset",
     "classes",
+    "protocol",
 )
 ROW_FIELDS = ("phase", "epoch", "otdd", "train_loss", "val_score", "test_score", "metric", "seconds")
 

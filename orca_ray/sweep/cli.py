@@ -13,7 +13,8 @@ import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from ..recipes import PRESETS, PresetDefaults
+from ..recipes import PRESETS, PresetDefaults, seed_paper_batch_sizes
+from ..tasks.base import PROTOCOLS
 from .plan import DEMO_STORAGE, SweepSpec, expand_grid, print_plan, sample_configs
 
 
@@ -77,6 +78,22 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
     )
     p.add_argument(
         "--cache-dir", default=None, help="embedder snapshots and proxy features (env ORCA_RAY_CACHE)"
+    )
+    p.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=PROTOCOLS,
+        default=["honest"],
+        help="honest: best epoch on a validation split, metrics over whole splits, NAS-Bench-360's splits; "
+        "orca: ORCA's own (validation data in train, best epoch on test, ECG 90/10 split, metrics averaged "
+        "over 1,000-sample chunks). Give both to compare them in one sweep",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        choices=("orca", "seed-paper"),
+        default="orca",
+        help="orca: ORCA's configs' batch sizes; seed-paper: the batch sizes the follow-up paper states "
+        "(Satellite 64, ECG 32, one micro-batch per step; recipes.SEED_PAPER_BATCH_SIZES)",
     )
     p.add_argument("--refine-epochs", type=count(1), default=None, help="override fine-tuning epochs")
     p.add_argument(
@@ -208,11 +225,14 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
         if v is not None
     }
     try:
+        protocol = args.protocol[0] if len(args.protocol) == 1 else list(dict.fromkeys(args.protocol))
         grids = space(args)
         grids = [
-            {**preset.extra, **g, **cli, "preset": args.preset}
+            {**preset.extra, **g, **cli, "preset": args.preset, "protocol": protocol}
             for g in (grids if isinstance(grids, list) else [grids])
         ]
+        if args.batch_sizes == "seed-paper":
+            grids = [h for g in grids for h in seed_paper_batch_sizes(g)]
         spec = SweepSpec(
             name=args.name or f"{default_name}-{args.preset}",
             space=grids if len(grids) > 1 else grids[0],

@@ -13,11 +13,21 @@ Every factory returns a validated `Task` with a seeded validation split carved f
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation, limit_samples
+from .base import (
+    PROTOCOLS,
+    Split,
+    Task,
+    TaskDataError,
+    UnitGaussianNormalizer,
+    carve_validation,
+    limit_samples,
+    orca_composition,
+)
 from .specs import PATH_FORMS, PATH_PREFIXES, absolute_spec, local_path, split_spec, task_slug
 
 __all__ = [
@@ -27,6 +37,8 @@ __all__ = [
     "UnitGaussianNormalizer",
     "carve_validation",
     "limit_samples",
+    "orca_composition",
+    "PROTOCOLS",
     "register_task",
     "load_task",
     "available_tasks",
@@ -120,6 +132,7 @@ def load_task(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     cache_dir: str | Path | None = None,
+    protocol: str = "honest",
     **options,
 ) -> Task:
     """Load a validated task by name, with a seeded validation split carved from train (never from test).
@@ -134,8 +147,13 @@ def load_task(
         max_eval_samples: seeded subsets of val and test; None keeps all.
         cache_dir: where s3:// / gs:// data is staged and file fingerprints are remembered (default
             `io.cache_root()`).
+        protocol: "honest" (the split above) or "orca" (ORCA's own composition: the validation data joins
+            train and val is the test split; NAS-Bench-360 loaders apply ORCA's task-specific splits, e.g. its
+            ECG split).
         options: loader-specific options (e.g. satellite's `zscore`, ecg's `window`).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     info = task_info(name)
     _, path = split_spec(name)
     if path is not None:
@@ -145,17 +163,23 @@ def load_task(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
             f"`python -m orca_ray.data check DIR` lists what the folder must hold."
         )
+    own_protocol = "protocol" in inspect.signature(info.factory).parameters
+    if own_protocol:
+        options["protocol"] = protocol
     task = info.factory(
         data_root=None if data_root is None else Path(data_root),
         seed=seed,
         val_fraction=val_fraction,
         **options,
     )
+    if protocol == "orca" and not own_protocol:
+        task = orca_composition(task)
     if max_train_samples is not None or max_eval_samples is not None:
+        test = limit_samples(task.test, max_eval_samples, seed + 2)
         task = task.with_splits(
             train=limit_samples(task.train, max_train_samples, seed, stratify=task.kind == "classification"),
-            val=limit_samples(task.val, max_eval_samples, seed + 1),
-            test=limit_samples(task.test, max_eval_samples, seed + 2),
+            val=test if task.val is task.test else limit_samples(task.val, max_eval_samples, seed + 1),
+            test=test,
         )
     if task.files and not task.fingerprint:
         from ..io import content_fingerprint

@@ -14,13 +14,18 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..augment import CropFlip
+
 log = logging.getLogger(__name__)
 
 Modality = Literal["1d", "2d"]
 Kind = Literal["classification", "multilabel", "regression"]
 
-# loss name -> metric that reads its outputs (lower is better for every metric)
-LOSSES = ("cross_entropy", "bce", "rel_l2")
+# training losses (refine.TaskLoss); "focal" is ORCA's NinaPro FocalLoss(alpha 1, gamma 0)
+LOSSES = ("cross_entropy", "focal", "bce", "rel_l2")
+# how a task's data is split: "honest" = the benchmark's validation split, model selection never on test;
+# "orca" = ORCA's own composition (valid_split=False: the validation data joins train, "val" is the test split)
+PROTOCOLS = ("honest", "orca")
 METRIC_FOR_KIND = {"classification": "error", "multilabel": "1-auroc", "regression": "rel-l2"}
 
 
@@ -96,7 +101,10 @@ class Task:
     """A target task. `input_shape` is one sample's (C, L) or (C, H, W). `num_outputs` is the number of
     classes (classification), labels (multilabel) or output channels (dense). `output_shape` is the spatial
     grid of a dense target ((H, W) or (L,)), None for point tasks. `source` says where the data came from
-    (a path, a package, or a generator with its seed) and prefixes every error."""
+    (a path, a package, or a generator with its seed) and prefixes every error. `augment` is applied to
+    every training batch (ORCA's CIFAR-100 crop/flip); `shuffle_eval` says the reference evaluates this task
+    in a fresh random order every epoch (ORCA's DeepSEA test loader), which only chunked metrics notice.
+    Under ORCA's composition (`orca_composition`) `val` is the very same Split object as `test`."""
 
     name: str
     modality: Modality
@@ -116,6 +124,8 @@ class Task:
     notes: dict = field(default_factory=dict)
     files: tuple[str, ...] = ()  # local files the data was read from
     fingerprint: str = ""  # content hash of `files` (load_task sets it); keys embedder snapshots
+    augment: CropFlip | None = None
+    shuffle_eval: bool = False
 
     def __post_init__(self):
         if not self.metric:
@@ -344,6 +354,23 @@ def _carve_keeping_classes(y: np.ndarray, want: int, rng: np.random.Generator) -
             is_val[i] = True
             taken += 1
     return is_val
+
+
+def orca_composition(task: Task) -> Task:
+    """ORCA's splits (its loaders with valid_split=False): the validation data joins train and the split
+    called "val" is the test split itself (ORCA picks its best epoch on test). For loaders without their own
+    ORCA-specific composition (bundled, synthetic, npz tasks).
+
+    Args:
+        task: a task with the honest composition.
+    """
+    tr, va = task.train, task.val
+    groups = None
+    if tr.groups is not None and va.groups is not None:
+        groups = np.concatenate([tr.groups, va.groups])
+    train = Split(np.concatenate([tr.x, va.x]), np.concatenate([tr.y, va.y]), groups)
+    notes = {**task.notes, "val_split": "none: validation data joins train, val = test (ORCA)"}
+    return replace(task, train=train, val=task.test, notes=notes)
 
 
 def limit_samples(split: Split, max_samples: int | None, seed: int, stratify: bool = False) -> Split:

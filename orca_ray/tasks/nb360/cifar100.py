@@ -3,8 +3,9 @@
 Format: ``cifar-100-python/{train,test,meta}`` pickles ('data' uint8 (N, 3072) in CHW order, 'fine_labels';
 'fine_label_names' in meta). Scaled to [0, 1] and normalised with mean (0.5071, 0.4867, 0.4408), std (0.2675,
 0.2565, 0.2761) as ORCA's ``load_cifar``. Validation: a seeded stratified ``val_fraction`` of train
-(NAS-Bench-360 used 10,000 images, i.e. ``val_fraction=0.2``). ORCA's random-crop/flip augmentation is not
-applied here. Checked against ORCA (sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
+(NAS-Bench-360 used 10,000 images, i.e. ``val_fraction=0.2``); protocol "orca": all 50,000 train, val = test.
+Training batches get ORCA's RandomCrop(32, padding=4) + RandomHorizontalFlip (`Task.augment`; the padding is
+the normalised value of a black pixel, as torchvision pads the uint8 image). Checked against ORCA (sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
 download script and per-task loaders).
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...augment import CropFlip
 from .. import register_task
 from ..base import Split, Task, carve_validation
 from .files import _bad_file, _field, _read_pickle, _redownload, require
@@ -61,13 +63,14 @@ def _cifar_normalise(x_u8: np.ndarray) -> np.ndarray:
     needs_data_root=True,
     description="NAS-Bench-360 CIFAR-100 (torchvision folder), 3x32x32, 100 classes, 0-1 error",
 )
-def cifar100(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
+def cifar100(data_root: Path, seed: int = 0, val_fraction: float = 0.1, protocol: str = "honest") -> Task:
     """NAS-Bench-360 CIFAR-100: 3x32x32 normalised images, 100 classes, 0-1 error (format: module docstring).
 
     Args:
         data_root: the folder holding the task's files (see `files.TASK_FILES`).
         seed: seed of the validation split.
         val_fraction: fraction of train held out for validation.
+        protocol: "honest" (the split above) or "orca" (all 50,000 training images train, val = test).
     """
     root = Path(data_root)
     paths = {n: require(root, "cifar100", f"cifar-100-python/{n}") for n in ("train", "test", "meta")}
@@ -76,22 +79,32 @@ def cifar100(data_root: Path, seed: int = 0, val_fraction: float = 0.1) -> Task:
     names = _field(_read_pickle(paths["meta"], "cifar100"), "fine_label_names", paths["meta"], "cifar100")
     names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     # carve on the uint8 images, then convert each part once: no float32 copy of the whole training set
-    train_u8, val_u8 = carve_validation(Split(x_tr, y_tr), val_fraction, seed)
+    if protocol == "orca":
+        train = Split(_cifar_normalise(x_tr), y_tr)
+        test = Split(_cifar_normalise(x_te), y_te)
+        val, how = test, "none: all 50,000 train, val = test (ORCA)"
+    else:
+        train_u8, val_u8 = carve_validation(Split(x_tr, y_tr), val_fraction, seed)
+        train = Split(_cifar_normalise(train_u8.x), train_u8.y)
+        val = Split(_cifar_normalise(val_u8.x), val_u8.y)
+        test = Split(_cifar_normalise(x_te), y_te)
+        how = f"seeded stratified {val_fraction:g} of train (seed {seed})"
     return Task(
         name="cifar100",
         modality="2d",
         kind="classification",
         input_shape=(3, 32, 32),
         num_outputs=100,
-        train=Split(_cifar_normalise(train_u8.x), train_u8.y),
-        val=Split(_cifar_normalise(val_u8.x), val_u8.y),
-        test=Split(_cifar_normalise(x_te), y_te),
+        train=train,
+        val=val,
+        test=test,
         source=str(paths["train"].parent),
         files=tuple(str(p) for p in paths.values()),
         metric="error",
         class_names=names if len(names) == 100 else None,
+        augment=CropFlip(pad=4, fill=tuple(float(v) for v in -CIFAR100_MEAN / CIFAR100_STD)),
         notes={
-            "val_split": f"seeded stratified {val_fraction:g} of train (seed {seed})",
+            "val_split": how,
             "normalisation": "x/255, mean (0.5071, 0.4867, 0.4408), std (0.2675, 0.2565, 0.2761) (ORCA)",
         },
     )

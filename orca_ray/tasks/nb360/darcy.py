@@ -110,6 +110,7 @@ def darcy(
     n_test: int = 100,
     sub: int = 5,
     cache_dir: str | Path | None = None,
+    protocol: str = "honest",
 ) -> Task:
     """NAS-Bench-360 Darcy Flow: 3x85x85 inputs → 85x85 solution, relative L2 (format: module docstring).
 
@@ -121,6 +122,8 @@ def darcy(
         n_test: samples of smooth2 used for test.
         sub: subsampling step of the 421x421 grid (5 → 85x85).
         cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+        protocol: "honest" (the split above) or "orca" (all n_train samples train, normalisers fitted on all
+            of them, val = test).
     """
     root = Path(data_root)
     p_train = require(root, "darcy", "piececonst_r421_N1024_smooth1.mat")
@@ -146,8 +149,11 @@ def darcy(
     s = coeff_tr.shape[-1]
     rows = np.arange(len(coeff_tr))
     # carve on row numbers, then fit both normalisers on the remaining training rows only
-    tr_part, val_part = carve_validation(Split(rows, rows), val_fraction, seed, stratify=False)
-    tr_rows, val_rows = tr_part.y, val_part.y
+    if protocol == "orca":
+        tr_rows, val_rows = rows, rows[:0]
+    else:
+        tr_part, val_part = carve_validation(Split(rows, rows), val_fraction, seed, stratify=False)
+        tr_rows, val_rows = tr_part.y, val_part.y
     x_norm = UnitGaussianNormalizer.fit(coeff_tr[tr_rows])
     y_norm = UnitGaussianNormalizer.fit(sol_tr[tr_rows])
     gx, gy = _darcy_grid(s)
@@ -159,6 +165,11 @@ def darcy(
         x[:, 2] = gy
         return Split(x, y_norm.encode(sol))
 
+    test = split(np.asarray(a["coeff_test"]), np.asarray(a["sol_test"]))
+    val = test if protocol == "orca" else split(coeff_tr[val_rows], sol_tr[val_rows])
+    how = f"seeded {val_fraction:g} of the first {n_train} samples of smooth1 (seed {seed})"
+    if protocol == "orca":
+        how = f"none: the first {n_train} samples of smooth1 train, val = test (ORCA)"
     return Task(
         name="darcy",
         modality="2d",
@@ -167,15 +178,15 @@ def darcy(
         num_outputs=1,
         output_shape=(s, s),
         train=split(coeff_tr[tr_rows], sol_tr[tr_rows]),
-        val=split(coeff_tr[val_rows], sol_tr[val_rows]),
-        test=split(np.asarray(a["coeff_test"]), np.asarray(a["sol_test"])),
+        val=val,
+        test=test,
         y_normalizer=y_norm,
         metric="rel-l2",
         loss="rel_l2",
         source=f"{p_train}, {p_test}",
         files=(str(p_train), str(p_test)),
         notes={
-            "val_split": f"seeded {val_fraction:g} of the first {n_train} samples of smooth1 (seed {seed})",
+            "val_split": how,
             "train_rows": tr_rows,
             "val_rows": val_rows,
             "x": "[coeff per-pixel unit-Gaussian, grid varying along columns, grid varying along rows] (ORCA)",

@@ -73,7 +73,9 @@ def _npz_rows(
         f.read()  # reach the end so zipfile checks the CRC
 
 
-def _convert_deepsea(tmp: Path, path: Path) -> None:
+def _convert_deepsea(tmp: Path, path: Path, merge_val: bool = False) -> None:
+    """x_/y_{train,val,test} as memory-mappable .npy; with `merge_val` (ORCA) x_val/y_val are appended to
+    x_train/y_train and there is no val part."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -97,23 +99,27 @@ def _convert_deepsea(tmp: Path, path: Path) -> None:
                     )
                 sizes[part] = xs[0]
             _check_space(tmp, sum(sizes.values()) * (4000 + 36) * 4)
-            for part, n in sizes.items():
-                x = _new_npy(tmp, f"x_{part}", np.float32, (n, 4, 1000))
-                for start, block in _npz_rows(zf, f"x_{part}", path):
-                    x[start : start + len(block)] = block.transpose(0, 2, 1)  # ORCA: transpose(-1, -2)
+            sources = {"train": ["train", "val"], "test": ["test"]} if merge_val else {p: [p] for p in sizes}
+            for out, parts in sources.items():
+                n = sum(sizes[p] for p in parts)
+                x = _new_npy(tmp, f"x_{out}", np.float32, (n, 4, 1000))
+                y = _new_npy(tmp, f"y_{out}", np.float32, (n, 36))
+                offset = 0
+                for part in parts:
+                    for start, block in _npz_rows(zf, f"x_{part}", path):
+                        x[offset + start : offset + start + len(block)] = block.transpose(0, 2, 1)  # ORCA
+                    for start, block in _npz_rows(zf, f"y_{part}", path):
+                        if not np.isin(block, (0, 1)).all():
+                            raise _bad_file(
+                                path,
+                                f"y_{part} must be 0/1 labels (rows from {start})",
+                                _redownload(path, "deepsea"),
+                            )
+                        y[offset + start : offset + start + len(block)] = block
+                    offset += sizes[part]
                 x.flush()
-                del x
-                y = _new_npy(tmp, f"y_{part}", np.float32, (n, 36))
-                for start, block in _npz_rows(zf, f"y_{part}", path):
-                    if not np.isin(block, (0, 1)).all():
-                        raise _bad_file(
-                            path,
-                            f"y_{part} must be 0/1 labels (rows from {start})",
-                            _redownload(path, "deepsea"),
-                        )
-                    y[start : start + len(block)] = block
                 y.flush()
-                del y
+                del x, y
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
         if isinstance(e, TaskDataError) or getattr(e, "errno", None) == errno.ENOSPC:
             raise
@@ -127,7 +133,11 @@ def _convert_deepsea(tmp: Path, path: Path) -> None:
     description="NAS-Bench-360 DeepSEA (.npz), 4x1000 one-hot DNA, 36 labels, 1-AUROC (memmap)",
 )
 def deepsea(
-    data_root: Path, seed: int = 0, val_fraction: float = 0.1, cache_dir: str | Path | None = None
+    data_root: Path,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    cache_dir: str | Path | None = None,
+    protocol: str = "honest",
 ) -> Task:
     """NAS-Bench-360 DeepSEA: 4x1000 one-hot DNA, 36 labels, BCE with pos_weight 4, 1-AUROC; memory-mapped.
 
@@ -136,10 +146,20 @@ def deepsea(
         seed: unused (the file's validation split is used).
         val_fraction: unused (the file's validation split is used).
         cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+        protocol: "honest" (the split above) or "orca" (x_val joins x_train in one memory map, val = test;
+            `shuffle_eval` as ORCA's shuffling test loader).
     """
     path = require(Path(data_root), "deepsea", "deepsea_filtered.npz")
-    a = cached_arrays("deepsea", [path], {}, lambda tmp: _convert_deepsea(tmp, path), cache_dir)
-    sp = {p: Split(a[f"x_{p}"], a[f"y_{p}"]) for p in ("train", "val", "test")}
+    merge = protocol == "orca"
+    opts = {"merge_val": True} if merge else {}  # the honest layout keeps its existing cache key
+    a = cached_arrays("deepsea", [path], opts, lambda tmp: _convert_deepsea(tmp, path, merge), cache_dir)
+    sp = {p: Split(a[f"x_{p}"], a[f"y_{p}"]) for p in ("train", "test")}
+    sp["val"] = sp["test"] if merge else Split(a["x_val"], a["y_val"])
+    how = (
+        "none: x_val joins train, val = test (ORCA)"
+        if merge
+        else "the file's x_val/y_val (val_fraction unused)"
+    )
     return Task(
         name="deepsea",
         modality="1d",
@@ -154,5 +174,6 @@ def deepsea(
         metric="1-auroc",
         source=str(path),
         files=(str(path),),
-        notes={"val_split": "the file's x_val/y_val (val_fraction unused)"},
+        notes={"val_split": how},
+        shuffle_eval=True,
     )

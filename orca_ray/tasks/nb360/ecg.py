@@ -32,18 +32,23 @@ ECG_STRIDE_DIVISOR = {
 }  # slide_and_cut: N stride, A stride//6, O stride//2, ~ stride//20
 
 
-def ecg_split_indices(n: int, split_seed: int = 0) -> dict[str, np.ndarray]:
-    """Recording indices of NAS-Bench-360's split: train_test_split(test_size=0.2, random_state=0) and the
-    held-out fifth halved again (test_size=0.5, random_state=0). Index arrays give the same permutation the
-    reference draws when it splits the recordings themselves.
+def ecg_split_indices(n: int, split_seed: int = 0, protocol: str = "honest") -> dict[str, np.ndarray]:
+    """Recording indices of a split. "honest": NAS-Bench-360's, train_test_split(test_size=0.2,
+    random_state=0) and the held-out fifth halved again (test_size=0.5, random_state=0). "orca": ORCA's
+    load_ecg with valid_split=False, train_test_split(test_size=0.1, random_state=0), no val part. Index arrays
+    give the same permutation the references draw when they split the recordings themselves.
 
     Args:
         n: number of recordings.
-        split_seed: random_state of both splits (NAS-Bench-360: 0).
+        split_seed: random_state (0 in both references).
+        protocol: "honest" or "orca".
     """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
+    if protocol == "orca":
+        tr, te = train_test_split(idx, test_size=0.1, random_state=split_seed)
+        return {"train": np.asarray(tr), "test": np.asarray(te)}
     tr, rest = train_test_split(idx, test_size=0.2, random_state=split_seed)
     va, te = train_test_split(rest, test_size=0.5, random_state=split_seed)
     return {"train": np.asarray(tr), "val": np.asarray(va), "test": np.asarray(te)}
@@ -63,6 +68,77 @@ def ecg_window_starts(
     """
     step = max(1, stride // ECG_STRIDE_DIVISOR[label] if class_strides else stride)
     return range(0, length - window, step)  # as slide_and_cut: the end is exclusive
+
+
+def zscore_recording(r: np.ndarray) -> np.ndarray:
+    """One recording z-scored on its own (population std, as the references' np.std), float32."""
+    r = np.asarray(r, dtype=np.float64).ravel()
+    std = r.std()
+    return ((r - r.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def ecg_windows(
+    lengths: list[int] | np.ndarray,
+    labels: np.ndarray,
+    *,
+    protocol: str = "honest",
+    split_seed: int = 0,
+    window: int = 1000,
+    stride: int = 500,
+    class_strides: bool = True,
+    eval_class_strides: bool = True,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Which windows each split holds: part → (recording index, window start), recordings in split order.
+    Under protocol "orca" the test windows come in a seeded random order (ORCA shuffles them once with
+    np.random.permutation; its chunked metric depends on the order, not on which order).
+
+    Args:
+        lengths: samples per recording.
+        labels: class per recording (0..3).
+        protocol: "honest" (NAS-Bench-360's 80/10/10) or "orca" (ORCA's 90/10).
+        split_seed: the splits' random_state.
+        window, stride: window length and base stride of slide_and_cut.
+        class_strides, eval_class_strides: class-dependent strides on train / on val and test.
+    """
+    out = {}
+    for part, idx in ecg_split_indices(len(lengths), split_seed, protocol).items():
+        cs = class_strides if part == "train" else eval_class_strides
+        starts = [
+            np.asarray(ecg_window_starts(int(lengths[i]), int(labels[i]), window, stride, cs)) for i in idx
+        ]
+        rec = np.repeat(np.asarray(idx, dtype=np.int64), [len(st) for st in starts])
+        start = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        if protocol == "orca" and part == "test":
+            perm = np.random.default_rng(split_seed).permutation(len(rec))
+            rec, start = rec[perm], start[perm]
+        out[part] = (rec.astype(np.int64), start.astype(np.int64))
+    return out
+
+
+def orca_ecg_split(
+    recordings: list[np.ndarray], labels: np.ndarray, window: int = 1000, stride: int = 500
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """ORCA's load_ecg (valid_split=False) on plain arrays: every recording z-scored, recordings split 90/10
+    (random_state 0), windows cut with the class-dependent strides on train and test alike.
+
+    Args:
+        recordings: raw 1-D recordings.
+        labels: class per recording (0 N, 1 A, 2 O, 3 ~).
+        window, stride: as slide_and_cut (1000, 500).
+
+    Returns:
+        part ("train", "test") → (windows (n, window) float32, labels (n,), recording index (n,)).
+    """
+    recs = [zscore_recording(r) for r in recordings]
+    labels = np.asarray(labels, dtype=np.int64)
+    parts = ecg_windows([len(r) for r in recs], labels, protocol="orca", window=window, stride=stride)
+    out = {}
+    for part, (rec, start) in parts.items():
+        x = np.zeros((len(rec), window), np.float32)
+        for k, (i, j) in enumerate(zip(rec, start)):
+            x[k] = recs[i][j : j + window]
+        out[part] = (x, labels[rec], rec)
+    return out
 
 
 def _ecg_records(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -102,18 +178,25 @@ def _ecg_records(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         r = r.ravel().astype(np.float64)
         if not np.isfinite(r).all():
             raise _bad_file(path, f"recording {i} contains NaN or inf", "clean or re-download the file")
-        std = r.std()
-        recs.append(((r - r.mean()) / (std if std > 0 else 1.0)).astype(np.float32))  # per-recording z-score
+        recs.append(zscore_recording(r))
     return recs, y
 
 
 def _convert_ecg(tmp: Path, path: Path, opts: dict) -> None:
     recs, y = _ecg_records(path)
-    window, stride = opts["window"], opts["stride"]
-    for part, idx in ecg_split_indices(len(recs), opts["split_seed"]).items():
-        cs = opts["class_strides"] if part == "train" else opts["eval_class_strides"]
-        starts = [ecg_window_starts(len(recs[i]), int(y[i]), window, stride, cs) for i in idx]
-        n = sum(len(s) for s in starts)
+    window = opts["window"]
+    parts = ecg_windows(
+        [len(r) for r in recs],
+        y,
+        protocol=opts.get("protocol", "honest"),
+        split_seed=opts["split_seed"],
+        window=window,
+        stride=opts["stride"],
+        class_strides=opts["class_strides"],
+        eval_class_strides=opts["eval_class_strides"],
+    )
+    for part, (rec, start) in parts.items():
+        n = len(rec)
         if n == 0:
             raise _bad_file(
                 path,
@@ -122,18 +205,12 @@ def _convert_ecg(tmp: Path, path: Path, opts: dict) -> None:
             )
         _check_space(tmp, n * window * 4)
         x = _new_npy(tmp, f"x_{part}", np.float32, (n, 1, window))
-        labels, groups = np.empty(n, np.int64), np.empty(n, np.int64)
-        k = 0
-        for i, st in zip(idx, starts):
-            r = recs[i]
-            for j in st:
-                x[k, 0] = r[j : j + window]
-                k += 1
-            labels[k - len(st) : k], groups[k - len(st) : k] = y[i], i
+        for k, (i, j) in enumerate(zip(rec, start)):
+            x[k, 0] = recs[i][j : j + window]
         x.flush()
         del x
-        np.save(tmp / f"y_{part}.npy", labels)
-        np.save(tmp / f"g_{part}.npy", groups)
+        np.save(tmp / f"y_{part}.npy", y[rec])
+        np.save(tmp / f"g_{part}.npy", rec)
 
 
 @register_task(
@@ -152,9 +229,10 @@ def ecg(
     eval_class_strides: bool = True,
     split_seed: int = 0,
     cache_dir: str | Path | None = None,
+    protocol: str = "honest",
 ) -> Task:
-    """NAS-Bench-360 ECG: 1x1000 windows of z-scored recordings, 4 classes, 1-macro-F1 voted per recording;
-    the benchmark's fixed recording split; memory-mapped.
+    """NAS-Bench-360 ECG: 1x1000 windows of z-scored recordings, 4 classes, 1-macro-F1 voted per recording
+    (protocol orca: per window, chunked); a fixed recording split; memory-mapped.
 
     Args:
         data_root: the folder holding the task's files (see `files.TASK_FILES`).
@@ -166,6 +244,8 @@ def ecg(
         eval_class_strides: the same for val/test (NAS-Bench-360); False cuts them with the plain stride.
         split_seed: random_state of the recording split (NAS-Bench-360: 0).
         cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+        protocol: "honest" (the split above) or "orca" (ORCA's 90/10 split, val = test, test windows in a
+            seeded random order).
     """
     path = require(Path(data_root), "ecg", "challenge2017.pkl")
     opts = {
@@ -175,11 +255,18 @@ def ecg(
         "eval_class_strides": bool(eval_class_strides),
         "split_seed": int(split_seed),
     }
+    if protocol == "orca":
+        opts["protocol"] = "orca"  # the honest layout keeps its existing cache key
     a = cached_arrays("ecg", [path], opts, lambda tmp: _convert_ecg(tmp, path, opts), cache_dir)
-    sp = {
-        p: Split(a[f"x_{p}"], np.asarray(a[f"y_{p}"]), np.asarray(a[f"g_{p}"]))
-        for p in ("train", "val", "test")
-    }
+    parts = ("train", "test") if protocol == "orca" else ("train", "val", "test")
+    sp = {p: Split(a[f"x_{p}"], np.asarray(a[f"y_{p}"]), np.asarray(a[f"g_{p}"])) for p in parts}
+    if protocol == "orca":
+        sp["val"] = sp["test"]
+    how = (
+        f"ORCA's recording split 90/10 (random_state={split_seed}), val = test"
+        if protocol == "orca"
+        else f"NAS-Bench-360 recording split 80/10/10 (random_state={split_seed})"
+    )
     return Task(
         name="ecg",
         modality="1d",
@@ -194,8 +281,7 @@ def ecg(
         files=(str(path),),
         class_names=ECG_CLASSES,
         notes={
-            "val_split": f"NAS-Bench-360 recording split 80/10/10 (random_state={split_seed}); "
-            "val_fraction and seed unused",
+            "val_split": how + "; val_fraction and seed unused",
             "windows": f"{window} long; strides N {stride}, A {stride // 6}, O {stride // 2}, "
             f"~ {stride // 20} (train{', val, test' if eval_class_strides else ''}); "
             "groups = recording index",

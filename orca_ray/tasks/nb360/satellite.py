@@ -1,10 +1,12 @@
 """NAS-Bench-360 Satellite (satellite image time series, 24 land-cover classes).
 
 Format: ``satellite_{train,test}.npy``, each a pickled dict {'data': (N, 46), 'label': 1..24} (read through
-`orca_ray.untrusted.load_npy`: numpy arrays and plain containers only); labels shifted to 0..23. NAS-Bench-360 z-scores every series on its own (mean/std over
-its 46 values); ORCA feeds the raw values -- ``zscore=True`` (default) follows NAS-Bench-360, ``zscore=False``
-ORCA. Validation: the last ``len(test)`` rows of the training file, as NAS-Bench-360 (ORCA's own version
-overlaps train). Converted once per node into memory-mapped ``.npy`` files (see `cache`). Checked against ORCA (sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
+`orca_ray.untrusted.load_npy`: numpy arrays and plain containers only); labels shifted to 0..23. NAS-Bench-360
+z-scores every series on its own (mean/std over its 46 values); ORCA feeds the raw values -- ``zscore=False``
+(default) follows ORCA, ``zscore=True`` NAS-Bench-360. Validation: the last ``len(test)`` rows of the training
+file, as NAS-Bench-360 (ORCA's own version overlaps train); protocol "orca": the whole training file trains,
+val = test. Converted once per node into memory-mapped ``.npy`` files (see `cache`). Checked against ORCA
+(sjunhongshen/ORCA, src/data_loaders.py) and NAS-Bench-360 (rtu715/NAS-Bench-360, its
 download script and per-task loaders).
 """
 
@@ -77,10 +79,11 @@ def satellite(
     data_root: Path,
     seed: int = 0,
     val_fraction: float = 0.1,
-    zscore: bool = True,
+    zscore: bool = False,
     val: str = "last",
     val_size: int | None = None,
     cache_dir: str | Path | None = None,
+    protocol: str = "honest",
 ) -> Task:
     """NAS-Bench-360 Satellite: 1x46 series, 24 classes, 0-1 error; memory-mapped.
 
@@ -92,10 +95,12 @@ def satellite(
         data_root: the folder holding the task's files (see `files.TASK_FILES`).
         seed: seed of the validation split when val="random".
         val_fraction: fraction held out when val="random".
-        zscore: z-score each series on its own (NAS-Bench-360); False feeds raw values (ORCA).
+        zscore: z-score each series on its own (NAS-Bench-360); False (default) feeds raw values (ORCA).
         val: "last" or "random".
         val_size: rows held out when val="last" (default: the test set's size).
         cache_dir: folder for the converted arrays (default `$ORCA_RAY_CACHE/nb360`).
+        protocol: "honest" (the split above) or "orca" (the whole training file trains, val = test; `val`
+            unused).
     """
     root = Path(data_root)
     paths = {p: require(root, "satellite", f"satellite_{p}.npy") for p in ("train", "test")}
@@ -107,7 +112,10 @@ def satellite(
         cache_dir,
     )
     full = Split(a["x_train"], np.asarray(a["y_train"]))
-    if val == "last":
+    test = Split(a["x_test"], np.asarray(a["y_test"]))
+    if protocol == "orca":
+        train, val_split, how = full, test, "none: the whole training file trains, val = test (ORCA)"
+    elif val == "last":
         n_val = len(a["y_test"]) if val_size is None else int(val_size)
         if not 0 < n_val < len(full):
             raise TaskDataError(f"{paths['train']}: cannot hold out {n_val} of {len(full)} training rows")
@@ -128,7 +136,7 @@ def satellite(
         num_outputs=24,
         train=train,
         val=val_split,
-        test=Split(a["x_test"], np.asarray(a["y_test"])),
+        test=test,
         metric="error",
         source=f"{paths['train']}, {paths['test']}",
         files=tuple(str(p) for p in paths.values()),
