@@ -190,7 +190,7 @@ def test_darcy_head_matches_transformers_masked_image_decoder():
     assert torch.allclose(got, want, atol=1e-5)
     # fresh decoder: transformers' Swin init (normal 0.02, zero bias); gradients reach every part
     fresh = SwinDenseDecoder(64, 1, (85, 85), upscale=32)
-    assert float(fresh.conv.weight.std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
+    assert float(fresh.conv.weight.detach().std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
     model.train()
     model(x).pow(2).mean().backward()
     for part in ("embedder", "body", "predictor"):
