@@ -215,6 +215,7 @@ class HFSwinBody(Body):
         self.image_size = cfg.image_size
         self.patch_size = cfg.patch_size
         self.output_stride = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
+        _uniform_drop_path(model, cfg.drop_path_rate)
         self.decoder_stride = cfg.encoder_stride
         self.image_channels = cfg.num_channels
 
@@ -223,6 +224,16 @@ class HFSwinBody(Body):
         out = self.model.layernorm(enc.last_hidden_state)
         n = len(self.model.config.depths) - 1
         return out, (math.ceil(grid[0] / 2**n), math.ceil(grid[1] / 2**n))
+
+
+def _uniform_drop_path(model: nn.Module, rate: float) -> None:
+    """Every Swin block drops its residual branch with the config's drop_path_rate, as in the transformers ORCA
+    pinned (current transformers decays the rate linearly from 0 over depth)."""
+    from transformers.models.swin.modeling_swin import SwinDropPath
+
+    for stage in model.encoder.layers:
+        for block in stage.blocks:
+            block.drop_path = SwinDropPath(rate) if rate > 0 else nn.Identity()
 
 
 class TimmSwinBody(Body):

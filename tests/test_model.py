@@ -148,10 +148,13 @@ def test_roberta_positions_are_numbered_from_two_as_orca():
 
 
 def test_swin_keeps_its_drop_path_rate():
-    """ORCA sets hidden/attention dropout only; Swin's stochastic depth stays at SwinConfig's 0.1."""
+    """ORCA sets hidden/attention dropout only; Swin's stochastic depth stays at SwinConfig's 0.1, on every
+    block (ORCA's transformers did not decay it over depth)."""
     body = load_body("tiny-swin", dropout=0.0)
     cfg = body.model.config
     assert cfg.drop_path_rate == pytest.approx(0.1)
+    rates = [b.drop_path.drop_prob for stage in body.model.encoder.layers for b in stage.blocks]
+    assert rates == pytest.approx([0.1] * len(rates)) and len(rates) == 2
     assert cfg.hidden_dropout_prob == 0.0 and cfg.attention_probs_dropout_prob == 0.0
     timm_body = load_body("tiny-timm-swin")
     rates = [m.drop_prob for m in timm_body.modules() if type(m).__name__ == "DropPath"]
@@ -190,7 +193,9 @@ def test_darcy_head_matches_transformers_masked_image_decoder():
     assert torch.allclose(got, want, atol=1e-5)
     # fresh decoder: transformers' Swin init (normal 0.02, zero bias); gradients reach every part
     fresh = SwinDenseDecoder(64, 1, (85, 85), upscale=32)
-    assert float(fresh.conv.weight.detach().std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
+    assert (
+        float(fresh.conv.weight.detach().std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
+    )
     model.train()
     model(x).pow(2).mean().backward()
     for part in ("embedder", "body", "predictor"):

@@ -355,6 +355,13 @@ def test_orca_protocol_compositions(full_root):
     assert cifar.augment is not None and cifar.augment.pad == 4
     black = (0 - np.array([0.5071, 0.4867, 0.4408])) / np.array([0.2675, 0.2565, 0.2761])
     np.testing.assert_allclose(cifar.augment.fill, black, rtol=1e-5)
+    # Satellite: the whole training file trains, raw values (the array function the loader converts with)
+    from orca_ray.tasks.nb360.satellite import satellite_arrays
+
+    sat = load_task("satellite", data_root=root, protocol="orca")
+    x, y = satellite_arrays(*raw["satellite"]["train"])
+    np.testing.assert_array_equal(sat.train.x, x)
+    np.testing.assert_array_equal(sat.train.y, y)
     # Darcy: the normalisers are fitted on every training sample
     darcy = load_task("darcy", data_root=root, protocol="orca")
     sol = raw["darcy"]["train"]["sol"][:, ::5, ::5].astype(np.float64)
@@ -380,10 +387,10 @@ def test_ecg_orca_split_is_orcas_90_10(full_root):
     code = np.array([{"N": 0, "A": 1, "O": 2, "~": 3}[c] for c in labels])
     split = orca_ecg_split(list(recs), code)
     for part, s in (("train", t.train), ("test", t.test)):
-        x, y, rec = split[part]
+        rec, _, y = split[f"{part}_windows"].T
         np.testing.assert_array_equal(rec, s.groups)
         np.testing.assert_array_equal(y, s.y)
-        np.testing.assert_allclose(x, s.x[:, 0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(split[f"{part}_x"], s.x[:, 0], rtol=1e-6, atol=1e-6)
     # test windows are shuffled (ORCA permutes them once); each recording's windows are those of slide_and_cut
     assert (np.diff(t.test.groups) != 0).sum() > len(g_te)
     rid = t.test.groups[0]

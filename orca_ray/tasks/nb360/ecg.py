@@ -127,7 +127,8 @@ def orca_ecg_split(
         window, stride: as slide_and_cut (1000, 500).
 
     Returns:
-        part ("train", "test") → (windows (n, window) float32, labels (n,), recording index (n,)).
+        for part in ("train", "test"): f"{part}_windows" (n, 3) int64 rows (recording index, window start,
+        label) and f"{part}_x" (n, window) float32, in the loader's order.
     """
     recs = [zscore_recording(r) for r in recordings]
     labels = np.asarray(labels, dtype=np.int64)
@@ -137,7 +138,8 @@ def orca_ecg_split(
         x = np.zeros((len(rec), window), np.float32)
         for k, (i, j) in enumerate(zip(rec, start)):
             x[k] = recs[i][j : j + window]
-        out[part] = (x, labels[rec], rec)
+        out[f"{part}_windows"] = np.stack([rec, start, labels[rec]], axis=1)
+        out[f"{part}_x"] = x
     return out
 
 

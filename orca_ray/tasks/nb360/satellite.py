@@ -49,7 +49,25 @@ def _satellite_dict(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"'label' spans [{label.min()}, {label.max()}], NAS-Bench-360 stores 1..24",
             "use the original satellite files (labels 1..24 are shifted to 0..23 on load)",
         )
-    return data, label - 1
+    return data, label
+
+
+def satellite_arrays(
+    data: np.ndarray, label: np.ndarray, zscore: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs and targets from the file's arrays: x (N, 1, 46) float32 -- raw values as ORCA feeds them,
+    or each series z-scored over its 46 values (NAS-Bench-360) -- and labels 1..24 shifted to 0..23.
+
+    Args:
+        data: (N, 46) the file's 'data'.
+        label: (N,) the file's 'label' (1..24).
+        zscore: z-score each series on its own.
+    """
+    block = np.asarray(data, dtype=np.float64)
+    if zscore:
+        std = block.std(axis=1, keepdims=True)
+        block = (block - block.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+    return block[:, None, :].astype(np.float32), np.asarray(label, dtype=np.int64) - 1
 
 
 def _convert_satellite(tmp: Path, paths: dict[str, Path], zscore: bool, chunk: int = 1 << 16) -> None:
@@ -57,16 +75,15 @@ def _convert_satellite(tmp: Path, paths: dict[str, Path], zscore: bool, chunk: i
         data, label = _satellite_dict(path)
         _check_space(tmp, data.shape[0] * 46 * 4)
         x = _new_npy(tmp, f"x_{part}", np.float32, (len(data), 1, 46))
+        ys = []
         for start in range(0, len(data), chunk):
             block = np.asarray(data[start : start + chunk], dtype=np.float64)
             _finite_or_fail(path, "'data'", block, start)
-            if zscore:  # per series over its 46 values, as NAS-Bench-360 (ORCA skips this)
-                std = block.std(axis=1, keepdims=True)
-                block = (block - block.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
-            x[start : start + chunk, 0] = block
+            x[start : start + chunk], y = satellite_arrays(block, label[start : start + chunk], zscore)
+            ys.append(y)
         x.flush()
         del x, data
-        np.save(tmp / f"y_{part}.npy", label)
+        np.save(tmp / f"y_{part}.npy", np.concatenate(ys) if ys else label - 1)
 
 
 @register_task(
