@@ -12,21 +12,9 @@ CASES = parity.Golden(GOLDEN).cases() if (GOLDEN / "manifest.json").is_file() el
 SLOW_KINDS = {"refine", "align"}
 SLOW_TASKS = {"cifar100", "ninapro", "darcy"}
 
-# Items main cannot reproduce until the ORCA trainer work (issue 13, branch orca-trainer) lands; strict, so
-# each flips to a failure the moment it passes and its entry must then be removed.
-EXPECTED_TO_FAIL = {
-    *(f"init_{t}_ep0" for t in ("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg")),  # fresh init
-    *(f"init_{t}_ep60" for t in ("cifar100", "ninapro", "darcy")),  # Swin drop-path; NinaPro's tiled conv
-    "forward_darcy",  # ORCA's Swin decoder head
-    *(f"refine_{f}" for f in ("sgd_accum", "adam_clip", "adamw_warmup", "adamw_darcy")),  # train_one_epoch
-    "align_1d",
-    "align_2d",  # class_weighted_otdd
-    *(f"metric_{t}" for t in ("cifar100", "ninapro", "darcy", "satellite", "deepsea", "ecg")),  # chunked
-    "ecg_split",
-    "satellite_raw",
-    "schedules",  # per-micro-batch warmup from lr 0; StepLR as ORCA
-    "pseudo_labels",  # align.pseudo_labels on plain arrays
-}
+# Items main cannot reproduce (strict xfail: each flips to a failure the moment it passes). Empty since the
+# ORCA trainer work (issue 13) landed.
+EXPECTED_TO_FAIL: set[str] = set()
 
 
 def _marks(name: str, case: dict):
@@ -34,7 +22,7 @@ def _marks(name: str, case: dict):
     if case["kind"] in SLOW_KINDS or (case["kind"] in ("init", "forward") and case["task"] in SLOW_TASKS):
         marks.append(pytest.mark.slow)
     if name in EXPECTED_TO_FAIL:
-        marks.append(pytest.mark.xfail(strict=True, reason="ORCA trainer semantics not on main yet"))
+        marks.append(pytest.mark.xfail(strict=True, reason="not reproduced on main yet"))
     return marks
 
 
