@@ -26,7 +26,8 @@ def tiny():
 
 def aligner(task, body, px, py, snapshots=None):
     torch.manual_seed(0)
-    return Aligner(build_embedder(task, body), task, px, py, HP, seed=0, snapshots=snapshots, device="cpu")
+    emb = build_embedder(task, body, aligned=True)
+    return Aligner(emb, task, px, py, HP, seed=0, snapshots=snapshots, device="cpu")
 
 
 def test_corrupt_snapshot_is_moved_aside_and_retrained_identically(tiny, tmp_path, caplog):
