@@ -189,6 +189,7 @@ def linear_rows(cfg: TrialConfig, task: Task, fitted: dict) -> list[dict]:
             "metric": task.metric,
             "seconds": fitted["seconds"],
             "preset": cfg.preset,
+            "classes": json.dumps(list(task.class_names)) if task.class_names else None,
             "config_json": json.dumps(config, sort_keys=True, default=str),
         }
     ]
