@@ -165,10 +165,6 @@ class EmbedderSnapshots:
     def epochs(self) -> list[int]:
         return sorted(int(p.stem.split("_")[1]) for p in self.root.glob("epoch_*.pt"))
 
-    def latest_at_most(self, epoch: int) -> int | None:
-        done = [e for e in self.epochs() if e <= epoch]
-        return max(done) if done else None
-
     def save(self, epoch: int, state: dict) -> None:
         write_file(self.path(epoch), lambda tmp: torch.save(state, tmp))
 

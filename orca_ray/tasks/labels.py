@@ -141,7 +141,3 @@ class LabelCoding:
                 f"drop those samples or add training samples of that class"
             )
         return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
-
-    def is_identity(self) -> bool:
-        """True when the original labels already are 0..K-1."""
-        return self.names == tuple(str(i) for i in range(len(self.names)))
