@@ -15,6 +15,7 @@ Temporary names start with "." and end in ".tmp" (or hold ".tmp-"), so Parquet r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -267,6 +268,30 @@ def _remove(path: Path) -> None:
 FINGERPRINT_SUBDIR = "fingerprints"
 
 
+def sha256_of(f, chunk_size: int = 8 << 20) -> str:
+    """sha256 (hex) of everything left in an open binary file: a local file or a pyarrow input stream.
+
+    Args:
+        f: the file object (`open(path, "rb")`, `fs.open_input_stream(path)`); read to its end, not closed.
+        chunk_size: bytes per read.
+    """
+    sha = hashlib.sha256()
+    while block := f.read(chunk_size):
+        sha.update(block)
+    return sha.hexdigest()
+
+
+def stream_sha256(fs, path: str) -> str:
+    """sha256 (hex) of a file on a pyarrow filesystem (local, S3, GCS), read as a stream; not memoised.
+
+    Args:
+        fs: the pyarrow filesystem (`resolve`).
+        path: the file's path on `fs`.
+    """
+    with fs.open_input_stream(path) as f:
+        return sha256_of(f)
+
+
 def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_size: int = 8 << 20) -> str:
     """sha256 (hex) of a local file's content, hashed once per node and version of the file.
 
@@ -279,8 +304,6 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_siz
         cache_dir: cache folder (default `cache_root()`).
         chunk_size: bytes per read.
     """
-    import hashlib
-
     path = str(Path(path).resolve())
     st = os.stat(path)
     key = hashlib.sha256(repr((path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)).encode()).hexdigest()[:32]
@@ -294,11 +317,8 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_siz
         return value if len(value) == 64 else None
 
     def compute() -> str:
-        sha = hashlib.sha256()
         with open(path, "rb") as f:
-            while block := f.read(chunk_size):
-                sha.update(block)
-        return sha.hexdigest()
+            return sha256_of(f, chunk_size)
 
     if value := remembered():
         return value
@@ -323,8 +343,6 @@ def content_fingerprint(paths, cache_dir: str | Path | None = None) -> str:
         paths: the files.
         cache_dir: cache folder (default `cache_root()`).
     """
-    import hashlib
-
     h = hashlib.sha256()
     for p in paths:
         h.update(f"{os.path.basename(p)}\0{file_sha256(p, cache_dir)}\0".encode())

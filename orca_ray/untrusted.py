@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import resolve
+from .io import resolve, stream_sha256
 
 ALLOWED = "only numpy arrays and plain containers are allowed"
 
@@ -163,14 +163,6 @@ def ledger_path(experiment: str) -> Path:
     return ledger_dir() / f"{hashlib.sha256(str(experiment).encode()).hexdigest()[:32]}.json"
 
 
-def _sha256_stream(fs, path: str, chunk: int = 8 << 20) -> str:
-    sha = hashlib.sha256()
-    with fs.open_input_stream(path) as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def driver_state_digests(experiment: str, *, filesystem=None) -> dict[str, str]:
     """sha256 of every file of a Tune experiment folder that Tune unpickles: the top-level ``*.pkl`` and
     ``*.json`` (tuner, experiment, searcher and callback states) and the ``*.pkl`` of each trial folder
@@ -190,11 +182,11 @@ def driver_state_digests(experiment: str, *, filesystem=None) -> dict[str, str]:
     out: dict[str, str] = {}
     for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if info.type == pafs.FileType.File and info.base_name.endswith((".pkl", ".json")):
-            out[info.base_name] = _sha256_stream(fs, info.path)
+            out[info.base_name] = stream_sha256(fs, info.path)
         elif info.type == pafs.FileType.Directory:
             for sub in fs.get_file_info(pafs.FileSelector(info.path, allow_not_found=True)):
                 if sub.type == pafs.FileType.File and sub.base_name.endswith(".pkl"):
-                    out[f"{info.base_name}/{sub.base_name}"] = _sha256_stream(fs, sub.path)
+                    out[f"{info.base_name}/{sub.base_name}"] = stream_sha256(fs, sub.path)
     return out
 
 

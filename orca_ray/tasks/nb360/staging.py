@@ -289,14 +289,6 @@ def _read_manifest(fs, base: str) -> dict:
         return json.loads(f.read().decode())
 
 
-def _remote_sha256(fs, path: str, chunk: int = 8 << 20) -> str:
-    sha = hashlib.sha256()
-    with fs.open_input_stream(path) as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _sync(
     entries: dict[str, dict],
     src_fs,
@@ -322,7 +314,7 @@ def _sync(
                 else None
             )
             if have is None:
-                have = _remote_sha256(dst_fs, dst)
+                have = io.stream_sha256(dst_fs, dst)
             if have == e["sha256"]:
                 log(f"[{i}/{total}] {rel}: already there ({_human(e['size'])}, same sha256), skipped")
                 skipped.append(rel)
@@ -334,7 +326,7 @@ def _sync(
         got = dst_fs.get_file_info(dst).size
         if got != e["size"]:
             raise RuntimeError(f"{dst}: copied {got} bytes, expected {e['size']}")
-        if verify_after and _remote_sha256(dst_fs, dst) != e["sha256"]:
+        if verify_after and io.stream_sha256(dst_fs, dst) != e["sha256"]:
             raise RuntimeError(
                 f"{dst}: sha256 differs from the manifest after copying; the source copy is corrupt"
             )
