@@ -500,7 +500,7 @@ def _conll_class_count(data_root) -> int:
     if found is None:
         return CONLL_CLASSES
     try:
-        return len(np.unique(np.load(found[1])[:5000]))
+        return len(np.unique(np.load(found[1], allow_pickle=False)[:5000]))
     except ValueError as e:
         raise ProxyDataError(f"CoNLL proxy: {found[1]} is not a plain .npy array ({e})") from e
 
