@@ -130,7 +130,7 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
             _check_body_and_proxy(c, problems)
     with _notes_to(out):
         for c in configs:
-            key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples)
+            key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples, c.protocol)
             if key in seen_tasks:
                 continue
             seen_tasks.add(key)
@@ -149,7 +149,8 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
 
 
 def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
-    from .tasks import TaskDataError, load_task
+    from .tasks import TaskDataError
+    from .trainable import load_trial_task
 
     if info.needs_data_root:
         if not c.data_root:
@@ -168,15 +169,7 @@ def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
         problems += entry["problems"]
         return None if entry["problems"] else f"checked {c.task}: its files are under {c.data_root}"
     try:
-        task = load_task(
-            c.task,
-            data_root=c.data_root,
-            seed=c.seed,
-            val_fraction=c.val_fraction,
-            max_train_samples=c.max_train_samples,
-            max_eval_samples=c.max_eval_samples,
-            cache_dir=c.cache_dir,
-        )
+        task = load_trial_task(c)  # as the trial will: same split, subsets and protocol
     except (TaskDataError, OSError, ValueError) as e:  # the loaders name the file and field
         problems.append(str(e))
         return None

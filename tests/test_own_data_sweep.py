@@ -206,3 +206,13 @@ def test_real_ucr_series_and_one_based_npz_by_absolute_path_land_in_parquet(tmp_
         p.name for p in (storage / "own-data").iterdir() if p.is_dir() and p.name.startswith(("ucr-", "npz-"))
     ]
     assert len(trial_dirs) >= 4 and all("/" not in d for d in trial_dirs)
+
+
+def test_preflight_loads_each_task_as_its_trials_do_protocol_included():
+    from orca_ray.config import TrialConfig
+    from orca_ray.preflight import preflight
+
+    configs = [TrialConfig(task="digits", body="minilm", protocol=p) for p in ("honest", "orca")]
+    honest, orca = preflight(configs, out=lambda line: None)
+    assert "val = test (ORCA)" not in honest
+    assert "val = test (ORCA)" in orca
