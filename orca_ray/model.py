@@ -23,7 +23,12 @@ PARTS = ("embedder", "body", "predictor")
 
 def stride_for(length: int, target_seq_len: int) -> int:
     """ORCA's 1D stride: the smallest divisor s of `length` with length / s <= target_seq_len.
-    (Satellite 46 → 1 at 64; DeepSEA 1000 → 2 at 512; ECG 1000 → 20 at 64.)"""
+    (Satellite 46 → 1 at 64; DeepSEA 1000 → 2 at 512; ECG 1000 → 20 at 64.)
+
+    Args:
+        length: the input's length L.
+        target_seq_len: the most tokens the embedder may make.
+    """
     if length < 1 or target_seq_len < 1:
         raise ValueError(f"length and target_seq_len must be positive, got {length}, {target_seq_len}")
     return next(s for s in range(1, length + 1) if length % s == 0 and length // s <= target_seq_len)
@@ -45,7 +50,14 @@ def _xavier_conv_(conv: nn.Module) -> None:
 
 
 class Embedder1D(nn.Module):
-    """Conv1d(C, D, kernel=s, stride=s) → tokens → LayerNorm(D) → + learned positions."""
+    """Conv1d(C, D, kernel=s, stride=s) → tokens → LayerNorm(D) → + learned positions.
+
+    Args:
+        in_channels: C.
+        length: the input's length L.
+        embed_dim: D, the body's token width.
+        target_seq_len: the most tokens; s = `stride_for(length, target_seq_len)`.
+    """
 
     def __init__(self, in_channels: int, length: int, embed_dim: int, target_seq_len: int):
         super().__init__()
@@ -77,13 +89,26 @@ class Embedder1D(nn.Module):
                 self.positions.copy_(init.positions[: self.num_tokens])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens (B, L/s, D) and the token grid (L/s,).
+
+        Args:
+            x: inputs (B, C, L).
+        """
         tokens = self.norm(self.projection(x).transpose(1, 2))
         return tokens + self.positions, (self.num_tokens,)
 
 
 class Embedder2D(nn.Module):
     """Resize to the body's image size → Conv2d(C, D, k=p, s=p) → tokens → LayerNorm(D)
-    (→ + learned positions for bodies without their own 2D position bias, i.e. text bodies)."""
+    (→ + learned positions for bodies without their own 2D position bias, i.e. text bodies).
+
+    Args:
+        in_channels: C.
+        embed_dim: D, the body's token width.
+        image_size: the side the input is resized to.
+        patch_size: p, the conv's kernel and stride.
+        learned_positions: add a learned position table (text bodies).
+    """
 
     def __init__(
         self,
@@ -140,6 +165,11 @@ class Embedder2D(nn.Module):
                     self.positions.copy_(init.positions[:n])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens (B, (S/p)², D) and the token grid (S/p, S/p), S = `image_size`.
+
+        Args:
+            x: inputs (B, C, H, W), resized to S x S when they differ.
+        """
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(
                 x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
@@ -151,19 +181,37 @@ class Embedder2D(nn.Module):
 
 
 class PointPredictor(nn.Module):
-    """Mean over tokens → Linear(D, K)."""
+    """Mean over tokens → Linear(D, K).
+
+    Args:
+        dim: D, the body's output token width.
+        num_outputs: K.
+    """
 
     def __init__(self, dim: int, num_outputs: int):
         super().__init__()
         self.linear = nn.Linear(dim, num_outputs)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Outputs (B, K).
+
+        Args:
+            tokens: the body's tokens (B, N, D).
+            grid: the token grid (unused: the tokens are pooled).
+        """
         return self.linear(tokens.mean(1))
 
 
 class DensePredictor(nn.Module):
     """Per-token Linear(D, r^k · C) → pixel-shuffle each token back to its r (×r) input cells → resize to the
-    output grid. r is the body's total stride, so the shuffled map covers the (resized) input."""
+    output grid. r is the body's total stride, so the shuffled map covers the (resized) input.
+
+    Args:
+        dim: D, the body's output token width.
+        out_channels: C, output channels of the task.
+        output_shape: the output grid, (L,) or (H, W).
+        stride: r.
+    """
 
     def __init__(self, dim: int, out_channels: int, output_shape: tuple[int, ...], stride: int):
         super().__init__()
@@ -171,6 +219,12 @@ class DensePredictor(nn.Module):
         self.linear = nn.Linear(dim, out_channels * stride ** len(self.output_shape))
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Outputs (B, C, *output_shape), the channel axis dropped when C = 1.
+
+        Args:
+            tokens: the body's tokens (B, N, D).
+            grid: the token grid, (N,) or (h, w) with h·w = N.
+        """
         b, r, c = tokens.shape[0], self.stride, self.out_channels
         y = self.linear(tokens)
         if len(grid) == 2:
@@ -215,6 +269,12 @@ class SwinDenseDecoder(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Outputs (B, C, H, W), the channel axis dropped when C = 1.
+
+        Args:
+            tokens: the Swin body's tokens (B, N, D) on a square grid.
+            grid: the token grid (unused: the grid is taken as floor(√N) squared, as transformers does).
+        """
         b, n, d = tokens.shape
         side = math.isqrt(n)  # transformers reshapes to floor(sqrt(n)) squared, as ORCA's Swin grids are
         y = tokens.transpose(1, 2).reshape(b, d, side, side)
@@ -227,18 +287,34 @@ class SwinDenseDecoder(nn.Module):
 
 
 class ORCAModel(nn.Module):
-    """embedder → body (its own embedding layer bypassed) → predictor."""
+    """embedder → body (its own embedding layer bypassed) → predictor.
+
+    Args:
+        embedder: `Embedder1D` or `Embedder2D` (`build_embedder`).
+        body: the pretrained body.
+        predictor: the head (`build_predictor`).
+    """
 
     def __init__(self, embedder: nn.Module, body: Body, predictor: nn.Module):
         super().__init__()
         self.embedder, self.body, self.predictor = embedder, body, predictor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The predictor's outputs for a batch of task inputs.
+
+        Args:
+            x: inputs (B, *task.input_shape).
+        """
         tokens, grid = self.embedder(x)
         tokens, grid = self.body(tokens, grid)
         return self.predictor(tokens, grid)
 
     def part(self, name: str) -> nn.Module:
+        """One of the three parts by name.
+
+        Args:
+            name: "embedder", "body" or "predictor".
+        """
         if name not in PARTS:
             raise ValueError(f"unknown model part {name!r}; parts are {PARTS}")
         return getattr(self, name)
@@ -286,7 +362,13 @@ def build_embedder(task, body: Body, *, aligned: bool, target_seq_len: int | Non
 
 def build_predictor(task, body: Body, embedder: nn.Module) -> nn.Module:
     """Mean-pool + Linear for point tasks; ORCA's Swin decoder for dense tasks on a Swin body; otherwise a
-    per-token linear head shuffled back to the input grid."""
+    per-token linear head shuffled back to the input grid.
+
+    Args:
+        task: the target task (kind, num_outputs, output_shape).
+        body: the body the predictor reads.
+        embedder: the task's embedder (its stride or patch size sets the dense head's upscale).
+    """
     if not task.dense:
         return PointPredictor(body.out_dim, task.num_outputs)
     if body.modality == "2d" and len(task.output_shape) == 2:
@@ -317,7 +399,11 @@ def build_model(
 
 # ---- freeze masks ----------------------------------------------------------------------------------------
 def parse_freeze(freeze: str | Iterable[str]) -> frozenset[str]:
-    """ "none" | "embedder" | "body" | "embedder+body" | ... → the set of frozen parts."""
+    """ "none" | "embedder" | "body" | "embedder+body" | ... → the set of frozen parts.
+
+    Args:
+        freeze: '+'- (or ',')-joined part names, "none", or an iterable of part names.
+    """
     parts = [p for p in freeze.replace(",", "+").split("+") if p] if isinstance(freeze, str) else list(freeze)
     frozen = frozenset(p.strip() for p in parts) - {"none"}
     unknown = frozen - set(PARTS)
@@ -332,13 +418,22 @@ def parse_freeze(freeze: str | Iterable[str]) -> frozenset[str]:
 
 
 def freeze_label(frozen: Iterable[str]) -> str:
-    """Canonical text of a freeze mask ("none", "embedder", "body", "embedder+body", ...)."""
+    """Canonical text of a freeze mask ("none", "embedder", "body", "embedder+body", ...).
+
+    Args:
+        frozen: the frozen part names.
+    """
     parts = [p for p in PARTS if p in set(frozen)]
     return "+".join(parts) if parts else "none"
 
 
 def apply_freeze(model: ORCAModel, frozen: Iterable[str]) -> None:
-    """Frozen parts get requires_grad=False (and are left out of the optimiser by `trainable_parameters`)."""
+    """Frozen parts get requires_grad=False (and are left out of the optimiser by `trainable_parameters`).
+
+    Args:
+        model: the model, changed in place.
+        frozen: the part names to freeze; the others are made trainable.
+    """
     frozen = set(frozen)
     for name in PARTS:
         for p in model.part(name).parameters():
@@ -346,10 +441,19 @@ def apply_freeze(model: ORCAModel, frozen: Iterable[str]) -> None:
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimiser gets: those with requires_grad.
+
+    Args:
+        model: the model (after `apply_freeze`).
+    """
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only what training can change: a checkpoint of a frozen-body trial does not store the body again."""
+    """Only what training can change: a checkpoint of a frozen-body trial does not store the body again.
+
+    Args:
+        model: the model; its trainable parameters are copied to CPU.
+    """
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
