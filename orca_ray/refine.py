@@ -33,6 +33,24 @@ from .tasks import PROTOCOLS, Split, Task
 
 @dataclass(frozen=True)
 class RefineHParams:
+    """Fine-tuning hyperparameters (one ORCA config's optimiser, schedule and batching); `recipes` holds them
+    per task.
+
+    Args:
+        optimizer: "sgd", "adam" or "adamw".
+        lr: peak learning rate.
+        betas: Adam(W) betas.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        epochs: fine-tuning epochs.
+        batch_size: samples per micro-batch.
+        accum: micro-batches per optimiser step.
+        clip: max gradient norm, or None.
+        warmup_epochs: linear warmup from lr 0, in epochs.
+        decay_epochs: lr reaches 0 at this epoch (linear), may exceed `epochs`.
+        eval_batch_size: samples per batch when predicting.
+    """
+
     optimizer: str = "adamw"  # sgd | adam | adamw
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.98)
@@ -75,6 +93,11 @@ class RefineHParams:
         return factor
 
     def with_overrides(self, **overrides) -> RefineHParams:
+        """A copy with the given fields replaced; None values are ignored (an unset CLI override).
+
+        Args:
+            **overrides: field name → value, or None to keep the current value.
+        """
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -108,6 +131,11 @@ def make_scheduler(
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """The torch device a name asks for; None or "auto" is CUDA when available, else CPU.
+
+    Args:
+        device: "cpu", "cuda", "cuda:1", "auto" or None.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -115,7 +143,13 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def batches(split: Split, batch_size: int, order: np.ndarray | None = None):
     """(x, y, idx) numpy batches of the rows `order` names (default: as stored), `batch_size` at a time. Reads
-    memory-maps batch by batch; rows within a batch come in ascending index order (cheap reads)."""
+    memory-maps batch by batch; rows within a batch come in ascending index order (cheap reads).
+
+    Args:
+        split: the split to read.
+        batch_size: rows per batch (the last batch may be smaller).
+        order: row indices in batch order, or None for stored order.
+    """
     n = len(split)
     order = np.arange(n) if order is None else order
     for start in range(0, n, batch_size):
@@ -159,7 +193,11 @@ class TaskLoss(nn.Module):
 
     @classmethod
     def for_task(cls, task: Task) -> TaskLoss:
-        """The loss a Task names (task.loss, task.pos_weight, task.y_normalizer)."""
+        """The loss a Task names (task.loss, task.pos_weight, task.y_normalizer).
+
+        Args:
+            task: the target task.
+        """
         return cls(
             task.loss,
             num_outputs=task.num_outputs,
@@ -168,6 +206,12 @@ class TaskLoss(nn.Module):
         )
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of a batch.
+
+        Args:
+            out: model outputs (logits; normalised fields for "rel_l2").
+            y: targets (class indices, multilabel 0/1, or normalised fields).
+        """
         out = out.float()
         if self.loss == "cross_entropy":
             return F.cross_entropy(out, y)
@@ -266,6 +310,17 @@ def train_epoch(
 
 @dataclass
 class EpochResult:
+    """What `Refiner.run_epoch` reports for one fine-tuning epoch (scores are lower-is-better).
+
+    Args:
+        epoch: epochs done (1-based).
+        train_loss: mean micro-batch loss (ORCA's).
+        val_score: the task's metric on val.
+        test_score: the task's metric on test.
+        seconds: wall time of the epoch, evaluation included.
+        lr: the lr in effect at the end of the epoch.
+    """
+
     epoch: int  # 1-based: epochs done
     train_loss: float  # mean micro-batch loss (ORCA's)
     val_score: float
@@ -334,6 +389,11 @@ class Refiner:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict()`; a checkpoint holding weights this model lacks is refused.
+
+        Args:
+            state: what `state_dict()` returned (loaded weights-only).
+        """
         missing = self.model.load_state_dict(state["model"], strict=False)
         if missing.unexpected_keys:
             raise ValueError(f"checkpoint holds weights this model lacks: {missing.unexpected_keys[:5]}")
@@ -344,13 +404,16 @@ class Refiner:
     # ---- training --------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
+        """Whether all `hp.epochs` epochs have run."""
         return self.epoch >= self.hp.epochs
 
     def fit(self):
+        """Run the remaining epochs, yielding each one's `EpochResult`."""
         while not self.done:
             yield self.run_epoch()
 
     def run_epoch(self) -> EpochResult:
+        """One epoch: train on the task's train split in a (seed, epoch)-seeded order, then score val and test."""
         t0 = time.perf_counter()
         rng = np.random.default_rng([self.seed, self.epoch])
         torch.manual_seed(int(rng.integers(2**31)))  # dropout / drop-path draws for this epoch
@@ -370,7 +433,12 @@ class Refiner:
 
     def train_batches(self, micro_batches: Iterable, on_micro_batch=None) -> float:
         """One epoch of `train_epoch` over explicit (x, y) micro-batches with this refiner's optimiser,
-        schedule and loss (does not advance `epoch`). Returns the mean micro-batch loss."""
+        schedule and loss (does not advance `epoch`). Returns the mean micro-batch loss.
+
+        Args:
+            micro_batches: iterable of (x, y).
+            on_micro_batch: called with a `MicroBatch` after each micro-batch, or None.
+        """
         return train_epoch(
             self.model,
             micro_batches,
@@ -387,7 +455,12 @@ class Refiner:
     @torch.no_grad()
     def predict(self, split: Split, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(outputs, targets) over a whole split (in `order`, default as stored); multilabel outputs through a
-        sigmoid, regression outputs and targets de-normalised."""
+        sigmoid, regression outputs and targets de-normalised.
+
+        Args:
+            split: the split to predict.
+            order: row indices in the order wanted, or None for stored order.
+        """
         self.model.eval()
         outs, ys = [], []
         for x, y, _ in batches(split, self.hp.eval_batch_size, order):
@@ -404,7 +477,11 @@ class Refiner:
     def evaluate(self, split: Split) -> float:
         """The task's metric on `split`: over the whole split ("honest"), or ORCA's mean over chunks of
         loader batches ("orca"), in stored order -- or, for a task whose reference loader shuffles
-        (`task.shuffle_eval`, ORCA's DeepSEA), in a fresh seeded order per epoch."""
+        (`task.shuffle_eval`, ORCA's DeepSEA), in a fresh seeded order per epoch.
+
+        Args:
+            split: the split to score (the task's val or test).
+        """
         if self.protocol == "orca":
             order = None
             if self.task.shuffle_eval:
