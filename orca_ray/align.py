@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,20 @@ PSEUDO_CLASSES = 10
 
 @dataclass(frozen=True)
 class AlignHParams:
+    """Align-stage hyperparameters (ORCA's embedder training); usually `from_refine` of the task's recipe.
+
+    Args:
+        optimizer: "sgd", "adam" or "adamw".
+        lr: learning rate.
+        betas: Adam(W) betas.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        batch_per_class: b, target points drawn per class each epoch.
+        milestones: epochs after which the lr is multiplied by `gamma`.
+        gamma: the lr factor per milestone passed.
+        inner: OTDD label distance: "exact" (entropic OT) or "gaussian".
+    """
+
     optimizer: str = "adamw"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
@@ -51,7 +65,11 @@ class AlignHParams:
 
     def lr_factor(self, epoch: int) -> float:
         """ORCA's StepLR lambda (src/task_configs.py): gamma ** (number of milestones m with epoch > m), so epoch
-        21 (0-based) is the first at ×0.2 -- one later than torch's MultiStepLR would decay."""
+        21 (0-based) is the first at ×0.2 -- one later than torch's MultiStepLR would decay.
+
+        Args:
+            epoch: the 0-based align epoch.
+        """
         return self.gamma ** sum(epoch > m for m in self.milestones)
 
     @classmethod
@@ -64,7 +82,15 @@ class AlignHParams:
         batch_per_class: int | None = None,
         inner: str = "exact",
     ) -> AlignHParams:
-        """ORCA: the fine-tuning optimiser, its lr ×10 when lr ≤ 1e-3."""
+        """ORCA: the fine-tuning optimiser, its lr ×10 when lr ≤ 1e-3.
+
+        Args:
+            hp: the task's fine-tuning hyperparameters.
+            task_name: the task (its recipe gives the default `batch_per_class`).
+            lr: the align lr, or None for ORCA's rule above.
+            batch_per_class: b, or None for the recipe's.
+            inner: OTDD label distance ("exact" or "gaussian").
+        """
         b = batch_per_class or recipe_for(task_name).align_batch_per_class
         return cls(
             optimizer=hp.optimizer,
@@ -118,7 +144,12 @@ def pseudo_labels(y: np.ndarray, seed: int, k: int = PSEUDO_CLASSES) -> np.ndarr
 def make_align_scheduler(
     optimizer: torch.optim.Optimizer, hp: AlignHParams
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """ORCA's align schedule: `hp.lr_factor` of the epoch, stepped once per align epoch."""
+    """ORCA's align schedule: `hp.lr_factor` of the epoch, stepped once per align epoch.
+
+    Args:
+        optimizer: the embedder's optimiser.
+        hp: milestones and gamma.
+    """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, hp.lr_factor)
 
 
@@ -153,22 +184,43 @@ def class_weighted_otdd(
 
 
 class EmbedderSnapshots:
-    """Per-epoch embedder states of one align trajectory: `<root>/epoch_0007.pt`, loaded weights-only."""
+    """Per-epoch embedder states of one align trajectory: `<root>/epoch_0007.pt`, loaded weights-only.
+
+    Args:
+        root: the trajectory's folder (created if missing).
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, epoch: int) -> Path:
+        """The snapshot file of an epoch.
+
+        Args:
+            epoch: embedder epochs done.
+        """
         return self.root / f"epoch_{epoch:04d}.pt"
 
     def epochs(self) -> list[int]:
+        """The epochs that have a snapshot file, ascending."""
         return sorted(int(p.stem.split("_")[1]) for p in self.root.glob("epoch_*.pt"))
 
     def save(self, epoch: int, state: dict) -> None:
+        """Write an epoch's snapshot atomically.
+
+        Args:
+            epoch: embedder epochs done.
+            state: tensors and plain values only (`Aligner.state_dict`), so it loads weights-only.
+        """
         write_file(self.path(epoch), lambda tmp: torch.save(state, tmp))
 
     def load(self, epoch: int) -> dict:
+        """An epoch's snapshot, loaded weights-only; RuntimeError naming the file when it is unreadable.
+
+        Args:
+            epoch: embedder epochs done.
+        """
         try:
             return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
         except Exception as e:
@@ -177,7 +229,11 @@ class EmbedderSnapshots:
     def load_latest_at_most(self, epoch: int) -> tuple[int, dict] | None:
         """(k, state) of the latest readable snapshot with k <= `epoch`, or None. An unreadable one (a crash
         mid-write on a filesystem without atomic rename, a bad disk) is moved aside and the one below tried, so
-        the trajectory is retrained from there rather than failing the trial."""
+        the trajectory is retrained from there rather than failing the trial.
+
+        Args:
+            epoch: the most embedder epochs wanted.
+        """
         for k in sorted((e for e in self.epochs() if e <= epoch), reverse=True):
             try:
                 return k, self.load(k)
@@ -186,13 +242,28 @@ class EmbedderSnapshots:
         return None
 
     def lock(self, timeout: float = -1):
-        """The inter-process lock of this trajectory: one trial trains it at a time, the others then reuse."""
+        """The inter-process lock of this trajectory: one trial trains it at a time, the others then reuse.
+
+        Args:
+            timeout: seconds to wait for the lock; -1 waits forever.
+        """
         return file_lock(self.root / ".lock", timeout=timeout)
 
 
 class Aligner:
     """Algorithm 1 for one embedder. `run(epochs, on_epoch)` trains (or restores) to `epochs` and calls
-    `on_epoch(epoch, otdd, seconds, restored)` for every epoch 0..epochs in order."""
+    `on_epoch(epoch, otdd, seconds, restored)` for every epoch 0..epochs in order.
+
+    Args:
+        embedder: the embedder to train (`model.build_embedder`).
+        task: the target task (its train split).
+        proxy_x: the proxy's features (N, D).
+        proxy_y: the proxy's labels (N,).
+        hp: align hyperparameters.
+        seed: the per-epoch samples and the k-means pseudo-classes come from it.
+        snapshots: where epoch states are saved and reused, or None to keep nothing.
+        device: "cpu", "cuda", or None/"auto".
+    """
 
     def __init__(
         self,
@@ -221,8 +292,12 @@ class Aligner:
         self.epoch = 0
         self.otdd: list[float] = []
 
-    # one class-weighted OTDD of the current embedder on the sample drawn for `epoch`
     def loss(self, epoch: int) -> torch.Tensor:
+        """The class-weighted OTDD of the current embedder on the sample drawn for `epoch`.
+
+        Args:
+            epoch: selects the (seed, epoch)-seeded sample of b points per class.
+        """
         rng = np.random.default_rng([self.seed, epoch])
         idx, lab = [], []
         for c in self.classes:
@@ -243,6 +318,7 @@ class Aligner:
         )
 
     def state_dict(self) -> dict:
+        """Everything needed to continue: embedder, optimiser, schedule, epoch and the OTDD so far."""
         return {
             "embedder": {k: v.detach().cpu() for k, v in self.embedder.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -252,6 +328,11 @@ class Aligner:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict()` (a snapshot).
+
+        Args:
+            state: what `state_dict()` returned.
+        """
         self.embedder.load_state_dict(state["embedder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -260,8 +341,14 @@ class Aligner:
     def run(
         self, epochs: int, on_epoch: Callable[[int, float, float, bool], None] | None = None
     ) -> list[float]:
+        """Train (or restore from snapshots) to `epochs` embedder epochs; returns the OTDD after 0..epochs.
+
+        Args:
+            epochs: embedder epochs wanted.
+            on_epoch: called as on_epoch(epoch, otdd, seconds, restored) for every epoch 0..epochs in order.
+        """
         on_epoch = on_epoch or (lambda *a: None)
-        with self.snapshots.lock() if self.snapshots else _null():
+        with self.snapshots.lock() if self.snapshots else nullcontext():
             found = self.snapshots.load_latest_at_most(epochs) if self.snapshots else None
             if found is not None:
                 self.load_state_dict(found[1])
@@ -295,8 +382,3 @@ class Aligner:
                 self.scheduler.step()
                 self.epoch += 1
         return self.otdd[: epochs + 1]
-
-
-@contextmanager
-def _null():
-    yield
