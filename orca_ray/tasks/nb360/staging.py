@@ -96,8 +96,8 @@ def verify_staged(root: Path, path: Path) -> None:
 
     Every node checks each file a loader is about to read (size, then sha256) against the manifest `stage`
     wrote; a file the manifest does not list is refused too. A root without a manifest (your own download, not
-    staged) is read as it is. A verified file is remembered under the node-local cache by path, size, mtime and
-    ctime, so later loads on the node do not hash it again.
+    staged) is read as it is. The sha256 comes from `io.file_sha256`, remembered per node and file version, so
+    later loads on the node do not hash the file again.
 
     Args:
         root: the data root, where ``MANIFEST.json`` sits.
@@ -117,10 +117,6 @@ def verify_staged(root: Path, path: Path) -> None:
     if entry is None:
         raise TaskDataError(f"{path}: not listed in {root / MANIFEST}; refusing to load it. Fix: {fix}")
     st = path.stat()
-    key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, entry.get("sha256")])
-    seen = io.cache_root() / "nb360" / "verified" / hashlib.sha256(key.encode()).hexdigest()[:32]
-    if seen.exists():
-        return
     if st.st_size != entry.get("size"):
         raise TaskDataError(
             f"CHECKSUM {path}: {st.st_size} bytes, {MANIFEST} says {entry.get('size')}; refusing to load it. "
@@ -132,8 +128,6 @@ def verify_staged(root: Path, path: Path) -> None:
             f"CHECKSUM {path}: sha256 {sha[:16]}… differs from {MANIFEST} ({str(entry.get('sha256'))[:16]}…); "
             f"refusing to load it. Fix: {fix}"
         )
-    seen.parent.mkdir(parents=True, exist_ok=True)
-    seen.touch()
 
 
 # ---- check -------------------------------------------------------------------------------------------------------
