@@ -123,6 +123,12 @@ class Body(nn.Module):
     embedding_init: EmbeddingInit
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The encoder's output tokens (B, N', out_dim) and their grid.
+
+        Args:
+            tokens: embedded tokens (B, N, embed_dim) from the embedder.
+            grid: the token grid, (N,) or (h, w).
+        """
         raise NotImplementedError
 
 
@@ -155,7 +161,13 @@ def position_offset(config) -> int:
 
 
 class TextBody(Body):
-    """A transformers encoder (BERT, RoBERTa, MiniLM, ...) called with `inputs_embeds`."""
+    """A transformers encoder (BERT, RoBERTa, MiniLM, ...) called with `inputs_embeds`.
+
+    Args:
+        model: the loaded transformers encoder (its embedding layer is bypassed, its pooler dropped).
+        name: the body's name as given (an alias, hub id or folder).
+        pretraining_tokens: tokens behind the weights (0 = random init, None = unknown).
+    """
 
     modality = "1d"
 
@@ -191,7 +203,13 @@ class TextBody(Body):
 
 
 class HFSwinBody(Body):
-    """transformers' SwinModel fed with patch tokens (B, h·w, C) on an (h, w) grid."""
+    """transformers' SwinModel fed with patch tokens (B, h·w, C) on an (h, w) grid.
+
+    Args:
+        model: the loaded transformers SwinModel (its embedding layer is bypassed).
+        name: the body's name as given (an alias, hub id or folder).
+        pretraining_tokens: tokens behind the weights (0 = random init, None = unknown).
+    """
 
     modality = "2d"
 
@@ -237,7 +255,13 @@ def _uniform_drop_path(model: nn.Module, rate: float) -> None:
 
 
 class TimmSwinBody(Body):
-    """timm's SwinTransformer fed with patch tokens; timm's stages work on NHWC grids."""
+    """timm's SwinTransformer fed with patch tokens; timm's stages work on NHWC grids.
+
+    Args:
+        model: the loaded timm SwinTransformer (its embedding layer is bypassed).
+        name: the body's name as given (an alias, hub id or folder).
+        pretraining_tokens: tokens behind the weights (0 = random init, None = unknown).
+    """
 
     modality = "2d"
 
