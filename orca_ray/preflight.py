@@ -20,7 +20,11 @@ from .config import TrialConfig
 
 
 class PreflightError(ValueError):
-    """The sweep cannot start; `lines` are the problems, one line each."""
+    """The sweep cannot start; `lines` are the problems, one line each.
+
+    Args:
+        lines: the problems; each is folded onto one line.
+    """
 
     def __init__(self, lines: list[str]):
         self.lines = [" ".join(str(line).split()) for line in lines]  # one line each, whatever the source
@@ -70,7 +74,11 @@ def amount(minimum: float, *, inclusive: bool = True):
 
 
 def fraction(text: str) -> float:
-    """An argparse `type` for a fraction strictly between 0 and 1."""
+    """An argparse `type` for a fraction strictly between 0 and 1.
+
+    Args:
+        text: the flag's value as typed.
+    """
     try:
         v = float(text)
     except ValueError:
@@ -177,7 +185,11 @@ def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
 
 
 def describe(task) -> str:
-    """One line: the task, its shapes and splits, and (for classification) its classes by original name."""
+    """One line: the task, its shapes and splits, and (for classification) its classes by original name.
+
+    Args:
+        task: a loaded Task.
+    """
     line = task.describe()
     if task.class_names and task.class_names != tuple(str(i) for i in range(task.num_outputs)):
         shown = ", ".join(task.class_names[:8]) + (", ..." if task.num_outputs > 8 else "")
@@ -258,7 +270,12 @@ def check_spec(spec: str, *, val_fraction: float = 0.1, seed: int = 0, out=print
 
 
 def fail(e: PreflightError, file=None) -> int:
-    """Print a PreflightError's lines as `error: ...` (to stderr by default) and return the exit code (2)."""
+    """Print a PreflightError's lines as `error: ...` (to stderr by default) and return the exit code (2).
+
+    Args:
+        e: the error.
+        file: where to print (default stderr).
+    """
     for line in e.lines:
         print(f"error: {line}", file=file or sys.stderr)
     return 2

@@ -159,7 +159,11 @@ def ledger_dir() -> Path:
 
 
 def ledger_path(experiment: str) -> Path:
-    """The ledger file of one experiment path (a local path or an ``s3://`` / ``gs://`` URI)."""
+    """The ledger file of one experiment path (a local path or an ``s3://`` / ``gs://`` URI).
+
+    Args:
+        experiment: the experiment folder (``<storage>/<name>``).
+    """
     return ledger_dir() / f"{hashlib.sha256(str(experiment).encode()).hexdigest()[:32]}.json"
 
 

@@ -175,7 +175,11 @@ class ParquetSink(Callback):
         self._finish(trial_id)
 
     def read_rows(self, trial_id: str) -> list[dict]:
-        """The rows of `trial_id`'s part file (empty when it has none yet)."""
+        """The rows of `trial_id`'s part file (empty when it has none yet).
+
+        Args:
+            trial_id: Tune's trial id (or a baseline's id).
+        """
         return list(self._load_part(trial_id).values())
 
     # -- writing -----------------------------------------------------------------------------------------

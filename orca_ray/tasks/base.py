@@ -141,6 +141,7 @@ class Task:
     # ---- derived facts -------------------------------------------------------------------------------
     @property
     def dense(self) -> bool:
+        """Whether the task predicts a grid (`output_shape`) rather than one output vector per sample."""
         return self.output_shape is not None
 
     def splits(self) -> dict[str, Split]:

@@ -122,6 +122,7 @@ class LabelCoding:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes."""
         return len(self.names)
 
     def encode(self, y: np.ndarray, *, where: str) -> np.ndarray:

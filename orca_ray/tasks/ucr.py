@@ -81,7 +81,11 @@ def _is_train_file(f: Path) -> bool:
 
 # ---- parsers: (list of per-series (C, L_i) float arrays, labels, declared classes or None, is_regression)
 def read_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray, None, bool]:
-    """A UCR 2018 `.tsv` file: label, then the values, tab-separated (NaN pads unequal lengths)."""
+    """A UCR 2018 `.tsv` file: label, then the values, tab-separated (NaN pads unequal lengths).
+
+    Args:
+        path: the file.
+    """
     series, labels = [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
@@ -97,7 +101,11 @@ def read_tsv(path: Path) -> tuple[list[np.ndarray], np.ndarray, None, bool]:
 
 
 def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[str] | None, bool]:
-    """A `.ts` file (sktime's format of the UEA/UCR archives): @ headers, then one series per line."""
+    """A `.ts` file (sktime's format of the UEA/UCR archives): @ headers, then one series per line.
+
+    Args:
+        path: the file.
+    """
     header: dict[str, str] = {}
     series, labels = [], []
     in_data = False
@@ -190,6 +198,11 @@ def to_equal_length(series: list[np.ndarray], length: int, path: Path) -> tuple[
 
     Trailing NaNs are padding and dropped; NaNs inside are interpolated; each channel is then resampled
     linearly to `length`. Returns the array, the number of series resampled, and the number with gaps filled.
+
+    Args:
+        series: per-series (C, L_i) arrays, NaN-padded.
+        length: the common length wanted.
+        path: the file they came from (named in errors).
     """
     n, c = len(series), series[0].shape[0]
     out = np.empty((n, c, length), dtype=np.float32)

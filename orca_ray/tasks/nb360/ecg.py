@@ -71,7 +71,11 @@ def ecg_window_starts(
 
 
 def zscore_recording(r: np.ndarray) -> np.ndarray:
-    """One recording z-scored on its own (population std, as the references' np.std), float32."""
+    """One recording z-scored on its own (population std, as the references' np.std), float32.
+
+    Args:
+        r: the recording's samples (any shape; flattened).
+    """
     r = np.asarray(r, dtype=np.float64).ravel()
     std = r.std()
     return ((r - r.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
