@@ -38,6 +38,20 @@ def minilm():
 
 
 @pytest.fixture(scope="module")
+def tiny():
+    """(task, body, proxy_x, proxy_y) for align tests: 120 synthetic Satellite series, the tiny random text
+    body, 300 fake-text proxy points."""
+    from orca_ray.bodies import load_body
+    from orca_ray.proxies import proxy_features
+    from orca_ray.tasks import load_task
+
+    task = load_task("synthetic-satellite", seed=0, n_train=120)
+    body = load_body("tiny-text")
+    px, py = proxy_features("fake-text", "tiny-text", body, size=300, seed=0)
+    return task, body, px, py
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A local 2-CPU Ray for the module's tests (no dashboard, worker logs not echoed), shut down after."""
     import ray

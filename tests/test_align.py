@@ -20,14 +20,6 @@ def make_aligner(task, body, px, py, snapshots=None, seed=0, hp=HP):
     return Aligner(embedder, task, px, py, hp, seed=seed, snapshots=snapshots, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    task = load_task("synthetic-satellite", seed=0, n_train=120)
-    body = load_body("tiny-text")
-    px, py = proxy_features("fake-text", "tiny-text", body, size=300, seed=0)
-    return task, body, px, py
-
-
 @pytest.mark.slow
 def test_alignment_lowers_otdd_on_a_bundled_real_task(minilm):
     """The real MiniLM, the real WNUT-16 text proxy, the real BasicMotions series."""

@@ -4,24 +4,14 @@ damaged trial checkpoint falls back to the one before."""
 import os
 
 import numpy as np
-import pytest
 import torch
 
 from orca_ray.align import Aligner, AlignHParams, EmbedderSnapshots
 from orca_ray.bodies import load_body
 from orca_ray.model import build_embedder
 from orca_ray.proxies import proxy_features
-from orca_ray.tasks import load_task
 
 HP = AlignHParams(optimizer="adamw", lr=1e-3, batch_per_class=16)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    task = load_task("synthetic-satellite", seed=0, n_train=120)
-    body = load_body("tiny-text")
-    px, py = proxy_features("fake-text", "tiny-text", body, size=300, seed=0)
-    return task, body, px, py
 
 
 def aligner(task, body, px, py, snapshots=None):
