@@ -39,14 +39,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-from orca_ray.baselines import KINDS as BASELINE_KINDS  # noqa: E402
-from orca_ray.baselines import LINEAR, RANDOM_BODY, baseline_kind  # noqa: E402
-from orca_ray.results import final_scores, read_results  # noqa: E402
+from orca_ray.baselines import KINDS as BASELINE_KINDS
+from orca_ray.baselines import LINEAR, RANDOM_BODY, baseline_kind
+from orca_ray.results import final_scores, read_results
 
 METRIC_LABELS = {
     "error": "0-1 error",
@@ -513,7 +513,7 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
             if len(g):
                 body = str(g["body"].iloc[0])
                 label = f"**baseline: {kind}**" + ("" if body == "linear" else f" ({body})")
-                cells = [task, label, *([MISSING] * (len(keys) - 2))] + _score_cells(g)
+                cells = [task, label, *([MISSING] * (len(keys) - 2)), *_score_cells(g)]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -42,16 +42,16 @@ HUB_ALIASES: dict[str, tuple[str, float | None]] = {
 }
 PRETRAINING_TOKENS: dict[str, float] = {alias: t for alias, (_, t) in HUB_ALIASES.items() if t is not None}
 
-_ROBERTA_BASE = dict(
-    model_type="roberta",
-    vocab_size=50265,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-)
+_ROBERTA_BASE = {
+    "model_type": "roberta",
+    "vocab_size": 50265,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
 # Configs known without any download, so "random:<alias>" and the test bodies work offline.
 _BUILTIN_CONFIGS: dict[str, dict] = {
     # roberta-base's published config (the MiniBERTas share the architecture)
@@ -59,29 +59,34 @@ _BUILTIN_CONFIGS: dict[str, dict] = {
     "roberta-base-1B": _ROBERTA_BASE,
     "roberta-base-100M": _ROBERTA_BASE,
     "roberta-base-10M": _ROBERTA_BASE,
-    "swin-base": dict(model_type="swin", embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
-    "swin-tiny": dict(model_type="swin"),  # SwinConfig defaults are swin-tiny-patch4-window7-224
+    "swin-base": {
+        "model_type": "swin",
+        "embed_dim": 128,
+        "depths": [2, 2, 18, 2],
+        "num_heads": [4, 8, 16, 32],
+    },
+    "swin-tiny": {"model_type": "swin"},  # SwinConfig defaults are swin-tiny-patch4-window7-224
     # small random bodies for tests and smoke runs
-    "tiny-text": dict(
-        model_type="bert",
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        vocab_size=128,
-    ),
-    "tiny-swin": dict(
-        model_type="swin",
-        image_size=32,
-        patch_size=4,
-        embed_dim=16,
-        depths=[1, 1],
-        num_heads=[1, 2],
-        window_size=2,
-    ),
+    "tiny-text": {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+        "vocab_size": 128,
+    },
+    "tiny-swin": {
+        "model_type": "swin",
+        "image_size": 32,
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depths": [1, 1],
+        "num_heads": [1, 2],
+        "window_size": 2,
+    },
 }
-_TINY_TIMM = dict(img_size=32, window_size=2, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
+_TINY_TIMM = {"img_size": 32, "window_size": 2, "embed_dim": 16, "depths": (1, 1), "num_heads": (1, 2)}
 
 
 class BodyNotFoundError(RuntimeError):
@@ -474,14 +479,15 @@ def _load_timm(
 
     spec = name.split(":", 1)[1]
     arch, _, weights = spec.partition("@")
-    kwargs = dict(num_classes=0, drop_rate=dropout)  # drop_path_rate: timm's default (0.1 for Swin), as ORCA
+    # drop_path_rate: timm's default (0.1 for Swin), as ORCA
+    kwargs = {"num_classes": 0, "drop_rate": dropout}
     if tiny:
         kwargs.update(_TINY_TIMM)
     pretrained = not random_init
     if pretrained and weights:
         if not Path(weights).is_file():
             raise BodyNotFoundError(f"timm weights file {weights} does not exist (from body name {name!r})")
-        kwargs["pretrained_cfg_overlay"] = dict(file=weights)
+        kwargs["pretrained_cfg_overlay"] = {"file": weights}
     elif pretrained:
         hub_id = _timm_hub_id(arch)
         if hub_id and not _cached(hub_id) and (_offline() or _hub_unreachable()):

@@ -309,7 +309,7 @@ def check_init(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     with torch.no_grad():
         for k in ("projection.weight", "projection.bias", "norm.weight", "norm.bias"):
             emb.state_dict()[k].copy_(torch.from_numpy(a[k]).reshape(emb.state_dict()[k].shape))
-        tokens, grid = emb(torch.from_numpy(a["x"]))
+        tokens, _grid = emb(torch.from_numpy(a["x"]))
     yield compare(f"{tag}: embedder output (token mean)", a["tokens_mean"], tokens.mean(1).numpy(), FWD)
     cfg = body.model.config
     for key, value in case["dropout"].items():

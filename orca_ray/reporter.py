@@ -65,7 +65,7 @@ def format_duration(seconds: float) -> str:
     """
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    s = int(round(max(0.0, seconds)))
+    s = round(max(0.0, seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 

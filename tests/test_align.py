@@ -28,7 +28,8 @@ def test_alignment_lowers_otdd_on_a_bundled_real_task(minilm):
     body = copy.deepcopy(minilm)
     aligner = make_aligner(task, body, px, py, hp=AlignHParams(lr=1e-3, batch_per_class=16))
     otdd = aligner.run(8)
-    assert len(otdd) == 9 and all(np.isfinite(otdd))
+    assert len(otdd) == 9
+    assert all(np.isfinite(otdd))
     assert otdd[-1] < otdd[0] * 0.97, otdd
 
 
@@ -36,15 +37,19 @@ def test_lr_rule_and_batch_per_class():
     from orca_ray.recipes import hparams_for
 
     ecg = AlignHParams.from_refine(hparams_for("ecg"), "ecg")
-    assert ecg.lr == pytest.approx(1e-5) and ecg.batch_per_class == 132 and ecg.optimizer == "sgd"
+    assert ecg.lr == pytest.approx(1e-5)
+    assert ecg.batch_per_class == 132
+    assert ecg.optimizer == "sgd"
     darcy = AlignHParams.from_refine(hparams_for("darcy"), "synthetic-darcy")
-    assert darcy.lr == pytest.approx(1e-2) and darcy.batch_per_class == 132
+    assert darcy.lr == pytest.approx(1e-2)
+    assert darcy.batch_per_class == 132
 
 
 def test_pseudo_labels_for_tasks_without_classes():
     deepsea = load_task("synthetic-deepsea", seed=0)
     labels = align_labels(deepsea, seed=0)
-    assert labels.shape == (len(deepsea.train),) and len(np.unique(labels)) == 10
+    assert labels.shape == (len(deepsea.train),)
+    assert len(np.unique(labels)) == 10
     assert np.array_equal(labels, align_labels(deepsea, seed=0))
     darcy = load_task("synthetic-darcy", seed=0)
     assert len(np.unique(align_labels(darcy, seed=0))) == 10
@@ -138,7 +143,8 @@ def test_orcas_step_schedule_decays_one_epoch_after_each_milestone():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[20] == pytest.approx(1.0) and lrs[21] == pytest.approx(0.2)
+    assert lrs[20] == pytest.approx(1.0)
+    assert lrs[21] == pytest.approx(0.2)
 
 
 def test_align_loss_weights_classes_by_share_of_the_whole_split(tiny):

@@ -138,11 +138,11 @@ def test_final_scores_ties_and_gaps():
     no_refine = [r for r in trial_rows("s", "b", "satellite", DEFAULT, 1) if r["phase"] == "align"]
     df = pa.Table.from_pylist(rows + no_refine, schema=RESULT_SCHEMA).to_pandas()
     fs = final_scores(df).set_index("trial_id")
-    assert fs.loc["a", "best_epoch"] == 2 and fs.loc["a", "final_test"] == pytest.approx(
-        TEST[2] + effect(DEFAULT)
-    )
+    assert fs.loc["a", "best_epoch"] == 2
+    assert fs.loc["a", "final_test"] == pytest.approx(TEST[2] + effect(DEFAULT))
     assert fs.loc["a", "final_otdd"] == pytest.approx(50.0 - 5 * 3)
-    assert math.isnan(fs.loc["b", "final_test"]) and pd.isna(fs.loc["b", "best_epoch"])
+    assert math.isnan(fs.loc["b", "final_test"])
+    assert pd.isna(fs.loc["b", "best_epoch"])
     assert final_scores(df.iloc[:0]).empty
 
 
@@ -170,7 +170,8 @@ def test_figures_and_table(results_dir, tmp_path, capsys):
         ln for ln in lines if ln.startswith("| satellite | nyu-mll/roberta-base-1B-2 | text | 4 | none |")
     )
     cells = [c.strip() for c in default_line.strip("|").split("|")]
-    assert cells[5] == "error" and cells[6] == "3"
+    assert cells[5] == "error"
+    assert cells[6] == "3"
     mean = np.mean([TEST[3] - 0.08 + 0.01 * s for s in SEEDS])
     assert cells[7] == f"{mean:.4g} ± 0.01"
     assert cells[8] == f"{np.mean([30.0 + s for s in SEEDS]):.4g} ± 1"
@@ -184,7 +185,8 @@ def test_cli_main(results_dir, tmp_path, capsys):
     assert analysis.main([str(results_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in (analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5, analysis.TABLE):
-        assert str(out / name) in printed and (out / name).exists()
+        assert str(out / name) in printed
+        assert (out / name).exists()
     assert "all sweeps: proxy-only, study" in (out / analysis.TABLE).read_text()
 
     # a sweep with one setting: fig. 2 and the table only, the others skipped with a note
@@ -258,9 +260,13 @@ def test_baselines_drawn_and_figures_fit_their_canvas(results_dir, tmp_path):
         renderer = fig.canvas.get_renderer()
         canvas = fig.bbox
         title = fig._suptitle.get_window_extent(renderer)
-        assert title.x0 >= canvas.x0 and title.x1 <= canvas.x1 and title.y1 <= canvas.y1
+        assert title.x0 >= canvas.x0
+        assert title.x1 <= canvas.x1
+        assert title.y1 <= canvas.y1
         legend = fig.legends[0].get_window_extent(renderer)
-        assert legend.x0 >= canvas.x0 and legend.x1 <= canvas.x1 and legend.y0 >= canvas.y0
+        assert legend.x0 >= canvas.x0
+        assert legend.x1 <= canvas.x1
+        assert legend.y0 >= canvas.y0
         assert not any(legend.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
         labels = fig.legends[0].get_texts()
         assert {f"baseline: {LINEAR} (n=2)", f"baseline: {RANDOM_BODY} (n=2)"} <= {

@@ -72,16 +72,16 @@ def test_linear_baseline_is_scikit_learns_logistic_regression_selected_on_val():
         )
     best = min(errors, key=lambda c: errors[c][0])  # the first of equal val errors, as fit_linear
     assert got["model"] == f"LogisticRegression(C={best:g})"
-    assert got["val_score"] == pytest.approx(errors[best][0]) and got["test_score"] == pytest.approx(
-        errors[best][1]
-    )
+    assert got["val_score"] == pytest.approx(errors[best][0])
+    assert got["test_score"] == pytest.approx(errors[best][1])
     assert got["test_score"] < 0.1  # a real model on digits (chance: 0.9)
 
 
 def test_linear_baseline_for_multilabel_scores_auroc():
     task = load_task("synthetic-deepsea", seed=0, max_train_samples=200, max_eval_samples=100)
     got = fit_linear(task)
-    assert got["model"].startswith("Ridge(") and 0.0 <= got["test_score"] <= 1.0
+    assert got["model"].startswith("Ridge(")
+    assert 0.0 <= got["test_score"] <= 1.0
 
 
 def test_baseline_rows_reach_the_table_and_figures(tmp_path):
@@ -93,13 +93,15 @@ def test_baseline_rows_reach_the_table_and_figures(tmp_path):
     df = read_results(str(tmp_path / "res"))
     assert baseline_kind(df["config_json"].iloc[0]) == LINEAR
     trials, baselines = analysis.split_baselines(df, final_scores(df))
-    assert trials.empty and list(baselines["baseline"]) == [LINEAR]
+    assert trials.empty
+    assert list(baselines["baseline"]) == [LINEAR]
     assert baselines["final_test"].iloc[0] == pytest.approx(0.04)
     table = analysis.final_scores_table(trials, baselines)
     assert (
         "| digits | **baseline: linear model (raw inputs)** | – | – | – | error | 1 | 0.04 ± – | – |" in table
     )
-    assert baseline_kind('{"task": "x"}') is None and baseline_kind(None) is None
+    assert baseline_kind('{"task": "x"}') is None
+    assert baseline_kind(None) is None
 
 
 def test_prepare_baselines_fits_caches_and_reuses(tmp_path):
@@ -108,11 +110,12 @@ def test_prepare_baselines_fits_caches_and_reuses(tmp_path):
     sink = ParquetSink(str(tmp_path / "res"), sweep="first")
     to_run = prepare_baselines(configs, sink, {}, cache)
     # the linear model is fitted and cached now; the random-init body is one more trial to run
-    assert (
-        len(to_run) == 1 and to_run[0][BASELINE_KEY] == RANDOM_BODY and to_run[0]["body"] == "random:minilm"
-    )
+    assert len(to_run) == 1
+    assert to_run[0][BASELINE_KEY] == RANDOM_BODY
+    assert to_run[0]["body"] == "random:minilm"
     lin, rb = linear_config(configs[0]), random_body_config(configs[0])
-    assert cache.get(lin)[0]["test_score"] < 0.1 and cache.get(rb) is None
+    assert cache.get(lin)[0]["test_score"] < 0.1
+    assert cache.get(rb) is None
 
     # a cached baseline is copied, never recomputed: plant rows and see them come back
     planted = [{**cache.get(lin)[0], "test_score": 0.123}]
@@ -149,10 +152,12 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path):
     }
     first = SweepSpec(name="first", space=space, storage=str(tmp_path / "store"), baselines=True)
     grid = run_sweep(first)
-    assert len(grid) == 3 and not any(r.error for r in grid)  # 2 trials + the random-init body
+    assert len(grid) == 3  # 2 trials + the random-init body
+    assert not any(r.error for r in grid)
     df = read_results(first.results_root, sweep="first")
     trials, baselines = analysis.split_baselines(df, final_scores(df))
-    assert len(trials) == 2 and sorted(baselines["baseline"]) == sorted([LINEAR, RANDOM_BODY])
+    assert len(trials) == 2
+    assert sorted(baselines["baseline"]) == sorted([LINEAR, RANDOM_BODY])
     assert set(baselines["body"]) == {"linear", "random:tiny-text"}
     assert np.isfinite(baselines["final_test"]).all()
     table = (tmp_path / "store" / "first" / "figures" / analysis.TABLE).read_text()

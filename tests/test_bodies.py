@@ -8,30 +8,37 @@ from orca_ray.bodies import BodyNotFoundError, body_modality, load_body, pretrai
 
 
 def test_bundled_minilm_is_the_real_pretrained_encoder(minilm):
-    assert minilm.embed_dim == 384 and minilm.max_tokens == 512 and minilm.modality == "1d"
+    assert minilm.embed_dim == 384
+    assert minilm.max_tokens == 512
+    assert minilm.modality == "1d"
     n_params = sum(p.numel() for p in minilm.parameters())
     assert 10e6 < n_params < 23e6  # 22.7M with the (dropped) word embeddings
     # pretrained, not random: LayerNorm gains learned away from 1
     assert not torch.allclose(minilm.embedding_init.norm_weight, torch.ones(384))
     out, grid = minilm(torch.randn(2, 7, 384), (7,))
-    assert out.shape == (2, 7, 384) and grid == (7,)
+    assert out.shape == (2, 7, 384)
+    assert grid == (7,)
 
 
 def test_random_variant_same_architecture_fresh_weights(minilm):
     rnd = load_body("random:minilm", seed=0)
-    assert rnd.embed_dim == minilm.embed_dim and rnd.pretraining_tokens == 0.0
+    assert rnd.embed_dim == minilm.embed_dim
+    assert rnd.pretraining_tokens == 0.0
     a = dict(minilm.named_parameters())
     b = dict(rnd.named_parameters())
     assert a.keys() == b.keys()
     name = "model.encoder.layer.0.attention.self.query.weight"
-    assert a[name].shape == b[name].shape and not torch.equal(a[name], b[name])
+    assert a[name].shape == b[name].shape
+    assert not torch.equal(a[name], b[name])
     same_seed = load_body("random:minilm", seed=0)
     assert torch.equal(dict(same_seed.named_parameters())[name], b[name])
 
 
 def test_random_roberta_base_builds_offline():
     body = load_body("random:roberta-base")
-    assert body.embed_dim == 768 and len(body.model.encoder.layer) == 12 and body.max_tokens == 512
+    assert body.embed_dim == 768
+    assert len(body.model.encoder.layer) == 12
+    assert body.max_tokens == 512
 
 
 @pytest.mark.parametrize(
@@ -75,7 +82,9 @@ def test_unknown_hub_name_fails_fast_with_instructions(monkeypatch):
         load_body("roberta-base-1B")
     assert time.perf_counter() - t0 < 10
     msg = str(err.value)
-    assert "nyu-mll/roberta-base-1B-2" in msg and "hf download" in msg and "HF_HUB_OFFLINE" in msg
+    assert "nyu-mll/roberta-base-1B-2" in msg
+    assert "hf download" in msg
+    assert "HF_HUB_OFFLINE" in msg
 
 
 def test_local_folder_and_missing_config(tmp_path, minilm):
@@ -95,12 +104,16 @@ def test_timm_body_from_local_weights_file(tmp_path):
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
     body = load_body(f"timm:swin_tiny_patch4_window7_224@{path}")
     assert torch.equal(body.embedding_init.patch_weight, donor.patch_embed.proj.weight)
-    assert body.image_size == 224 and body.output_stride == 32
+    assert body.image_size == 224
+    assert body.output_stride == 32
     with pytest.raises(BodyNotFoundError, match="does not exist"):
         load_body(f"timm:swin_tiny_patch4_window7_224@{tmp_path}/absent.safetensors")
 
 
 def test_names_without_loading():
-    assert body_modality("swin-base") == "2d" and body_modality("random:roberta-base") == "1d"
-    assert body_modality("minilm") == "1d" and body_modality("timm:swin_base_patch4_window7_224") == "2d"
-    assert pretraining_tokens("roberta-base-10M") == 10e6 and pretraining_tokens("random:roberta-base") == 0.0
+    assert body_modality("swin-base") == "2d"
+    assert body_modality("random:roberta-base") == "1d"
+    assert body_modality("minilm") == "1d"
+    assert body_modality("timm:swin_base_patch4_window7_224") == "2d"
+    assert pretraining_tokens("roberta-base-10M") == 10e6
+    assert pretraining_tokens("random:roberta-base") == 0.0

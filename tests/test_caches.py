@@ -33,7 +33,8 @@ def test_corrupt_snapshot_is_moved_aside_and_retrained_identically(tiny, tmp_pat
     assert snaps.epochs() == [0, 1, 2, 3]
     assert all(torch.equal(v, good[k]) for k, v in snaps.load(2)["embedder"].items())
     aside = sorted(p.name for p in (tmp_path / "key").glob("*.corrupt-*"))
-    assert len(aside) == 2 and aside[0].startswith("epoch_0002.pt.corrupt-")
+    assert len(aside) == 2
+    assert aside[0].startswith("epoch_0002.pt.corrupt-")
     assert sum("unreadable" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -48,7 +49,8 @@ def test_corrupt_proxy_features_are_rebuilt(tmp_path):
     damaged.write_bytes(cached.read_bytes()[:50])
     os.replace(damaged, cached)
     x2, y2 = proxy_features("fake-text", "tiny-text", body, size=64, seed=0, cache_dir=tmp_path)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert torch.equal(x, x2)
+    assert torch.equal(y, y2)
     assert len(list((tmp_path / "proxies").glob("*.corrupt-*"))) == 1
 
 
@@ -97,7 +99,8 @@ def test_changed_data_file_gets_a_new_embedder_snapshot(tmp_path, monkeypatch):
     write(5.0)
     TrialRun(cfg).align(lambda row, state: rows.append(row))
     keys = sorted(p.name for p in (tmp_path / "cache" / "embedders").iterdir())
-    assert len(keys) == 2 and all(k.startswith(cfg.align_key) for k in keys)
+    assert len(keys) == 2
+    assert all(k.startswith(cfg.align_key) for k in keys)
     assert rows[0]["otdd"] != rows[2]["otdd"]  # the second trial measured its own data
 
 
@@ -125,7 +128,8 @@ def test_nas_bench_360_tasks_carry_a_content_fingerprint(tmp_path):
 
     write_ninapro(tmp_path)
     task = load_task("ninapro", data_root=tmp_path)
-    assert len(task.files) == 6 and len(task.fingerprint) == 24
+    assert len(task.files) == 6
+    assert len(task.fingerprint) == 24
     label = tmp_path / "label_test.npy"
     np.save(label, np.load(label)[::-1].copy())  # same size, new content, new mtime
     os.utime(label, ns=(7, 7))

@@ -41,10 +41,26 @@ WORLD = {"0.0.0.0/0", "::/0"}
 DATA_ROOT = "/data/nb360"
 TOKEN_FILE = "~/.ray/auth_token"
 
-DOCKERFILE_KEYWORDS = set(
-    "FROM RUN CMD LABEL MAINTAINER EXPOSE ENV ADD COPY ENTRYPOINT VOLUME USER WORKDIR ARG ONBUILD STOPSIGNAL "
-    "HEALTHCHECK SHELL".split()
-)
+DOCKERFILE_KEYWORDS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -200,7 +216,7 @@ def env_assignments(args: str) -> dict[str, str]:
 def base_from() -> str:
     """The FROM image reference as written (build arguments unexpanded)."""
     froms = [args for kw, args in dockerfile() if kw == "FROM"]
-    return [t for t in froms[0].split() if not t.startswith("--")][0]
+    return next(t for t in froms[0].split() if not t.startswith("--"))
 
 
 def base_image() -> str:
@@ -252,7 +268,8 @@ def test_launcher_config_passes_rays_own_validation(path):
     assert provider in _NODE_PROVIDERS, f"unknown provider type {provider}"
     prepared = prepare_config(copy.deepcopy(cfg))  # defaults, merged setup commands, docker, min/max workers
     validate_config(prepared)  # ray-schema.json + Ray's own cross-field checks
-    assert prepared["docker"]["image"] and prepared["docker"]["container_name"]
+    assert prepared["docker"]["image"]
+    assert prepared["docker"]["container_name"]
     if provider == "local":  # nothing in the local bootstrap touches the network: run all of it
         from ray.autoscaler._private.commands import _bootstrap_config
 
@@ -266,13 +283,15 @@ def test_head_runs_the_driver_but_no_trials(name):
     cfg = prepare_config(load(name))
     ((_, args),) = ray_starts(cfg["head_start_ray_commands"])
     assert "--head" in args
-    assert flag(args, "--num-cpus") == "0" and flag(args, "--num-gpus") == "0"
+    assert flag(args, "--num-cpus") == "0"
+    assert flag(args, "--num-gpus") == "0"
     if LAUNCHERS[name] != "local":  # cloud node types: what the autoscaler plans with
         types = cfg["available_node_types"]
         assert types[cfg["head_node_type"]]["resources"].get("CPU") == 0
         assert types[cfg["head_node_type"]]["resources"].get("GPU", 0) == 0
         workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
-        assert workers and all(v["resources"].get("GPU", 0) >= 1 for v in workers.values())
+        assert workers
+        assert all(v["resources"].get("GPU", 0) >= 1 for v in workers.values())
         assert all(v["min_workers"] == 0 and v["max_workers"] >= 1 for v in workers.values()), (
             "autoscale from 0"
         )
@@ -287,7 +306,8 @@ def test_dashboard_stays_on_the_head_loopback(name):
     every_start = ray_starts(cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
     assert all(flag(args, "--ray-client-server-host") in (None, "127.0.0.1") for _, args in every_start)
     opts = docker_options(cfg, "run_options", "head_run_options", "worker_run_options")
-    assert "-p" not in opts and "--privileged" not in opts, "no published ports, no privileged containers"
+    assert "-p" not in opts, "no published ports, no privileged containers"
+    assert "--privileged" not in opts, "no published ports, no privileged containers"
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -296,7 +316,8 @@ def test_token_authentication_is_on_for_every_ray_process(name):
     # In the container's environment: ray start, the autoscaler, `ray exec`, job drivers all see it.
     assert env_of(cfg).get("RAY_AUTH_MODE") == "token"
     starts = ray_starts(cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"])
-    assert len(starts) == 2 and all(env.get("RAY_AUTH_MODE", "token") == "token" for env, _ in starts)
+    assert len(starts) == 2
+    assert all(env.get("RAY_AUTH_MODE", "token") == "token" for env, _ in starts)
     # The token generated locally by `ray get-auth-token --generate` reaches every node.
     assert cfg["file_mounts"].get(TOKEN_FILE) == TOKEN_FILE
 
@@ -318,7 +339,8 @@ def test_result_storage_is_one_setting(name):
     assert len(re.findall(r"ORCA_RAY_STORAGE=", text)) == 1, "set ORCA_RAY_STORAGE in one place only"
     storage = env_of(load(name))["ORCA_RAY_STORAGE"]
     expected = {"aws": "s3://", "gcp": "gs://"}.get(LAUNCHERS[name], "")
-    assert storage.startswith(expected) and storage.rstrip("/").split("/")[-1]
+    assert storage.startswith(expected)
+    assert storage.rstrip("/").split("/")[-1]
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -374,7 +396,8 @@ def test_gcp_nodes_stay_out_of_the_default_network():
         assert nics, node_type
         for nic in nics:
             where = f"{nic.get('network', '')} {nic.get('subnetwork', '')}"
-            assert nic.get("subnetwork") and not re.search(r"(^|/)default\b", where), node_type
+            assert nic.get("subnetwork"), node_type
+            assert not re.search(r"(^|/)default\b", where), node_type
         assert "orca-ray" in spec["node_config"].get("tags", {}).get("items", []), "firewall target tag"
         if spec["resources"].get("GPU"):
             assert spec["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
@@ -465,7 +488,8 @@ def check_ray_cluster_spec(spec: dict, where: str):
             assert not any("hostPort" in p for p in c.get("ports", [])), f"{where}: no hostPort"
     assert spec["workerGroupSpecs"], where
     for group in spec["workerGroupSpecs"]:
-        assert group.get("minReplicas", 0) == 0 and group["maxReplicas"] >= 1, f"{where}: autoscale from 0"
+        assert group.get("minReplicas", 0) == 0, f"{where}: autoscale from 0"
+        assert group["maxReplicas"] >= 1, f"{where}: autoscale from 0"
         gpus = [
             int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for c in containers_of(group["template"])
         ]
@@ -506,7 +530,9 @@ def test_kuberay_rayjob_runs_a_sweep_and_cleans_up():
     assert spec["shutdownAfterJobFinishes"] is True
     entry = " ".join(spec["entrypoint"].split())
     assert "python sweeps/embedder_epochs.py" in entry
-    assert "--address auto" in entry and "--preset paper" in entry and "--name " in entry
+    assert "--address auto" in entry
+    assert "--preset paper" in entry
+    assert "--name " in entry
     check_ray_cluster_spec(spec["rayClusterSpec"], "rayjob.yaml")
 
 
@@ -519,7 +545,8 @@ def test_one_image_everywhere_tagged_with_the_project_version():
     assert len(set(images.values())) == 1, images
     image = next(iter(images.values()))
     repo, _, tag = image.rpartition(":")
-    assert repo.endswith("/orca-ray") and tag == pyproject()["project"]["version"], image
+    assert repo.endswith("/orca-ray"), image
+    assert tag == pyproject()["project"]["version"], image
     assert f"docker/build.sh -t {image}\n" in DOCKERFILE.read_text(), (
         "the build command in the Dockerfile names it"
     )
@@ -557,8 +584,10 @@ def test_dockerfile_parses_into_valid_instructions():
 
 def test_dockerfile_base_is_a_pinned_official_ray_gpu_image():
     image = base_image()
-    assert image.startswith("rayproject/ray:") and "ray-ml" not in image
-    assert not image.endswith((":latest", ":nightly")) and "${" not in image
+    assert image.startswith("rayproject/ray:")
+    assert "ray-ml" not in image
+    assert not image.endswith((":latest", ":nightly"))
+    assert "${" not in image
     # pinned by digest: the FROM takes the digest build argument, which has no default to fall back on
     assert base_from() == "${RAY_BASE}@${RAY_BASE_DIGEST}"
     assert ("ARG", "RAY_BASE_DIGEST") in dockerfile()
@@ -587,10 +616,13 @@ def test_build_script_builds_from_the_recorded_digest_and_refuses_anything_else(
     digest = "sha256:" + "0123456789abcdef" * 4
     ok = run_build_script(tmp_path, digest + "\n")
     assert ok.returncode == 0, ok.stderr
-    assert f"--build-arg RAY_BASE_DIGEST={digest}" in ok.stdout and "-t orca-ray:test" in ok.stdout
+    assert f"--build-arg RAY_BASE_DIGEST={digest}" in ok.stdout
+    assert "-t orca-ray:test" in ok.stdout
     (tmp_path / "bad").mkdir()
     bad = run_build_script(tmp_path / "bad", "latest")
-    assert bad.returncode == 2 and "base-image.digest" in bad.stderr and "not a sha256 digest" in bad.stderr
+    assert bad.returncode == 2
+    assert "base-image.digest" in bad.stderr
+    assert "not a sha256 digest" in bad.stderr
     assert "docker build" not in bad.stdout
 
 
@@ -600,7 +632,8 @@ def test_dockerfile_runs_as_non_root_with_workdir_and_hf_home():
     assert users, "state the user explicitly"
     assert users[-1].split(":")[0] not in {"root", "0"}
     workdirs = [args for kw, args in instructions if kw == "WORKDIR"]
-    assert workdirs and workdirs[-1].startswith("/")
+    assert workdirs
+    assert workdirs[-1].startswith("/")
     env = {}
     for kw, args in instructions:
         if kw == "ENV":
@@ -730,7 +763,8 @@ def test_aws_workers_write_only_trial_checkpoints_and_the_head_writes_driver_sta
     for key in (WORKER_WRITABLE, *DRIVER_ONLY):
         assert not allows(worker, "s3:DeleteObject", obj + key), key
     for key in (WORKER_WRITABLE, *DRIVER_ONLY[:-2]):
-        assert allows(head, "s3:PutObject", obj + key) and allows(head, "s3:DeleteObject", obj + key), key
+        assert allows(head, "s3:PutObject", obj + key), key
+        assert allows(head, "s3:DeleteObject", obj + key), key
     assert not allows(head, "s3:PutObject", obj + "nb360/satellite_train.npy"), (
         "you stage the data, not the head"
     )
@@ -764,19 +798,20 @@ def test_aws_head_ec2_rights_are_tag_scoped_and_pass_only_the_worker_role():
 
 def test_aws_setup_script_versions_the_bucket_and_attaches_no_managed_admin_policy():
     script = (IAM / "aws.sh").read_text()
-    assert "put-bucket-versioning" in script and "Status=Enabled" in script
+    assert "put-bucket-versioning" in script
+    assert "Status=Enabled" in script
     assert "put-public-access-block" in script
     assert "aws-head-policy.json" in script or "aws-${role#orca-ray-}-policy.json" in script
     for path in [IAM / "aws.sh", ROOT / "README.md", *CLUSTER.glob("*.yaml")]:
         text = path.read_text()
-        assert "AmazonEC2FullAccess" not in text and "attach-role-policy" not in text, path
+        assert "AmazonEC2FullAccess" not in text, path
+        assert "attach-role-policy" not in text, path
     cfg = load("cluster.yaml")
     profiles = {
         k: v["node_config"]["IamInstanceProfile"]["Arn"] for k, v in cfg["available_node_types"].items()
     }
-    assert profiles["head_cpu"].endswith("/orca-ray-head") and profiles["gpu_worker"].endswith(
-        "/orca-ray-worker"
-    )
+    assert profiles["head_cpu"].endswith("/orca-ray-head")
+    assert profiles["gpu_worker"].endswith("/orca-ray-worker")
 
 
 def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tmp_path):
@@ -809,12 +844,12 @@ def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tm
                 break
             except OSError:
                 time.sleep(0.05)
-        kw = dict(
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="setup",
-            aws_secret_access_key="setup",
-        )
+        kw = {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region_name": "us-east-1",
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
         iam, s3 = boto3.client("iam", **kw), boto3.client("s3", **kw)
         s3.create_bucket(Bucket="bkt1")
         keys = {}
@@ -881,11 +916,11 @@ def gcp_commands() -> str:
 def cel(expression: str, name: str) -> bool:
     """IAM Conditions' CEL, the part the bucket bindings use: startsWith, endsWith, extract, &&, ||."""
 
-    class Name(str):
-        def startsWith(self, p):  # noqa: N802
+    class Name(str):  # CEL's camelCase method names
+        def startsWith(self, p):
             return self.startswith(p)
 
-        def endsWith(self, p):  # noqa: N802
+        def endsWith(self, p):
             return self.endswith(p)
 
         def extract(self, template):
@@ -901,7 +936,8 @@ def cel(expression: str, name: str) -> bool:
             return rest[:j] if j >= 0 else ""
 
     py = expression.replace("&&", " and ").replace("||", " or ").replace("!=", " != ")
-    return bool(eval(py, {"__builtins__": {}}, {"resource": type("R", (), {"name": Name(name)})}))  # noqa: S307
+    # eval of this repo's own policy expressions, with no builtins
+    return bool(eval(py, {"__builtins__": {}}, {"resource": type("R", (), {"name": Name(name)})}))
 
 
 def test_gcp_workers_write_only_trial_checkpoints():
@@ -916,9 +952,11 @@ def test_gcp_workers_write_only_trial_checkpoints():
         assert not cel(expression, obj + key), key
     bindings = re.findall(r"add-iam-policy-binding ([^\n]+)", script)
     worker = [b for b in bindings if '"serviceAccount:$WORKER"' in b]
-    assert worker and all('"gs://$BUCKET"' in b for b in worker), "workers: rights on the bucket only"
+    assert worker, "workers: rights on the bucket only"
+    assert all('"gs://$BUCKET"' in b for b in worker), "workers: rights on the bucket only"
     writes = [b for b in worker if "objectViewer" not in b]
-    assert writes and all('--condition="expression=$WORKER_WRITES' in b for b in writes)
+    assert writes
+    assert all('--condition="expression=$WORKER_WRITES' in b for b in writes)
 
 
 def test_gcp_head_has_its_own_account_acting_only_as_the_worker_with_storage_on_the_bucket():
@@ -935,14 +973,18 @@ def test_gcp_head_has_its_own_account_acting_only_as_the_worker_with_storage_on_
     bindings = re.findall(r"gcloud ([\w -]+) add-iam-policy-binding ([^\n]+)", script)
     for scope, args in bindings:
         if "serviceAccountUser" in args:
-            assert scope.strip() == "iam service-accounts" and args.startswith('"$WORKER"'), args
+            assert scope.strip() == "iam service-accounts", args
+            assert args.startswith('"$WORKER"'), args
             assert '"serviceAccount:$HEAD"' in args
         if "roles/storage" in args:
-            assert scope.strip() == "storage buckets" and args.startswith('"gs://$BUCKET"'), args
+            assert scope.strip() == "storage buckets", args
+            assert args.startswith('"gs://$BUCKET"'), args
         if scope.strip() == "projects":
-            assert "roles/compute.instanceAdmin.v1" in args and "admin\n" not in args, args
+            assert "roles/compute.instanceAdmin.v1" in args, args
+            assert "admin\n" not in args, args
             assert not re.search(r"roles/(owner|editor|compute\.admin|storage\.)", args), args
-    assert "--versioning" in script and "--public-access-prevention" in script
+    assert "--versioning" in script
+    assert "--public-access-prevention" in script
 
 
 def test_local_cluster_uses_a_dedicated_key_and_says_why():
@@ -950,7 +992,8 @@ def test_local_cluster_uses_a_dedicated_key_and_says_why():
     key = load("local.yaml")["auth"]["ssh_private_key"]
     assert Path(key).name not in {"id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"}, key
     assert "orca-ray" in Path(key).name
-    assert "ssh-keygen" in text and "never your personal key" in text
+    assert "ssh-keygen" in text
+    assert "never your personal key" in text
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -995,7 +1038,9 @@ def cluster_specs() -> list[tuple[str, dict, list[dict]]]:
     return specs
 
 
-@pytest.mark.parametrize("name,spec,docs", cluster_specs(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "spec", "docs"), cluster_specs(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_kuberay_pods_are_hardened(name, spec, docs):
     hardened = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     accounts = {}
@@ -1003,23 +1048,27 @@ def test_kuberay_pods_are_hardened(name, spec, docs):
         ps = pod["spec"]
         assert ps.get("automountServiceAccountToken") is False, f"{name}/{group}"
         sc = ps.get("securityContext", {})
-        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, f"{name}/{group}"
+        assert sc.get("runAsNonRoot") is True, f"{name}/{group}"
+        assert sc.get("runAsUser", 0) != 0, f"{name}/{group}"
         assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}/{group}"
         for c in ps["containers"]:
             csc = c.get("securityContext", {})
             assert {k: csc.get(k) for k in hardened} == hardened, f"{name}/{group}/{c['name']}"
-            assert not csc.get("privileged") and csc.get("runAsUser", 1) != 0
+            assert not csc.get("privileged")
+            assert csc.get("runAsUser", 1) != 0
             mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
             assert not any(m.startswith("/var/run/secrets") for m in mounts), "no API token in Ray containers"
         accounts[group] = ps["serviceAccountName"]
-    assert accounts["head"] == "orca-ray-head" and set(accounts.values()) - {"orca-ray-head"} == {
-        "orca-ray-worker"
-    }, "workers do not get the head's identity"
+    assert accounts["head"] == "orca-ray-head", "workers do not get the head's identity"
+    assert set(accounts.values()) - {"orca-ray-head"} == {"orca-ray-worker"}, (
+        "workers do not get the head's identity"
+    )
     # the autoscaler (injected into the head pod) alone gets an API token, hardened like the rest
     auto = spec["autoscalerOptions"]
     assert {k: auto["securityContext"].get(k) for k in hardened} == hardened
     (mount,) = auto["volumeMounts"]
-    assert mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount" and mount["readOnly"]
+    assert mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert mount["readOnly"]
     head_volumes = {v["name"]: v for v in spec["headGroupSpec"]["template"]["spec"]["volumes"]}
     assert "serviceAccountToken" in json.dumps(head_volumes[mount["name"]])
     # the head's driver-state record lives on a volume only the head mounts
@@ -1033,10 +1082,13 @@ def test_kuberay_pods_are_hardened(name, spec, docs):
         assert claim not in json.dumps(pod), f"{group} must not mount the head's state"
 
 
-@pytest.mark.parametrize("name,spec,docs", cluster_specs(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "spec", "docs"), cluster_specs(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_kuberay_network_policy_admits_only_the_clusters_own_pods(name, spec, docs):
     labels = [pod.get("metadata", {}).get("labels", {}) for _, pod in pod_templates(spec)]
-    assert labels[0] and all(lab == labels[0] for lab in labels), f"{name}: one label on every Ray pod"
+    assert labels[0], f"{name}: one label on every Ray pod"
+    assert all(lab == labels[0] for lab in labels), f"{name}: one label on every Ray pod"
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     ps = policy["spec"]
     assert ps["podSelector"]["matchLabels"].items() <= labels[0].items()
@@ -1054,7 +1106,8 @@ def test_kuberay_network_policy_admits_only_the_clusters_own_pods(name, spec, do
                 own.append(rule)
             else:
                 others.append(rule)
-    assert own and all("ports" not in r for r in own), "the cluster's pods reach each other on every Ray port"
+    assert own, "the cluster's pods reach each other on every Ray port"
+    assert all("ports" not in r for r in own), "the cluster's pods reach each other on every Ray port"
     for rule in others:  # the operator (and a RayJob's submitter): the dashboard / Jobs API only
         assert [p["port"] for p in rule["ports"]] == [8265], rule
 

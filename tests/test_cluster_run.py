@@ -101,5 +101,6 @@ def test_sweep_script_on_a_running_cluster_with_s3_storage(ray_head, tmp_path):
         (2, "align", 2),
         (2, "refine", 1),
     ]
-    assert set(df["sweep"]) == {"cluster-s3"} and df["test_score"].notna().sum() == 2
+    assert set(df["sweep"]) == {"cluster-s3"}
+    assert df["test_score"].notna().sum() == 2
     assert not (tmp_path / "cluster-s3").exists()  # nothing of the sweep went to local disk

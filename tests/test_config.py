@@ -6,7 +6,8 @@ from orca_ray.config import TrialConfig
 def test_hash_is_stable_and_ignores_locations():
     a = TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=1)
     b = TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=1, data_root="/x", cache_dir="/y")
-    assert a.config_hash == b.config_hash and len(a.config_hash) == 16
+    assert a.config_hash == b.config_hash
+    assert len(a.config_hash) == 16
     assert a.config_hash != TrialConfig(task="osuleaf", body="minilm", embedder_epochs=4, seed=2).config_hash
     assert TrialConfig.from_dict(a.to_dict()) == a
 
@@ -21,13 +22,13 @@ def test_align_key_shared_by_trials_that_only_differ_in_fine_tuning():
     # but not across seeds, proxies or bodies (ORCA's path omitted these and trials collided)
     # and the align optimiser is derived from the fine-tuning one (lr ×10), so lr and optimiser change it too
     for other in [
-        dict(seed=1),
-        dict(proxy="fake-text"),
-        dict(body="random:minilm"),
-        dict(lr=1e-3),
-        dict(optimizer="sgd"),
-        dict(align_lr=1e-2),
-        dict(protocol="orca"),  # ORCA's composition aligns on train ∪ val
+        {"seed": 1},
+        {"proxy": "fake-text"},
+        {"body": "random:minilm"},
+        {"lr": 1e-3},
+        {"optimizer": "sgd"},
+        {"align_lr": 1e-2},
+        {"protocol": "orca"},  # ORCA's composition aligns on train ∪ val
     ]:
         assert TrialConfig(**{**base.to_dict(), **other}).align_key != base.align_key
     assert len({c.config_hash for c in [base, *same]}) == 4

@@ -34,7 +34,8 @@ def test_local_cluster_run_sh_passes():
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert last.startswith("local cluster test: PASSED"), last
-    assert "trials per GPU 2" in last and "lost 0, duplicated 0" in last, last
+    assert "trials per GPU 2" in last, last
+    assert "lost 0, duplicated 0" in last, last
 
 
 @pytest.mark.slow
@@ -58,7 +59,8 @@ def test_no_address_starts_a_local_ray_even_when_a_cluster_runs_here(private_ray
         line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("BARE", "LOCAL", "JOIN"))
     )
     assert out["BARE_INIT_JOINS"].endswith(f":{port}")  # the premise: a bare ray.init() would join it
-    assert out["LOCAL"] == "True" and not out["JOINED"].endswith(f":{port}")  # a new local Ray instead
+    assert out["LOCAL"] == "True"
+    assert not out["JOINED"].endswith(f":{port}")  # a new local Ray instead
 
 
 def _cfg(**over) -> TrialConfig:

@@ -37,7 +37,8 @@ def test_stride_rule_on_orcas_1d_tasks(length, target, stride):
     assert stride_for(length, target) == stride
     emb = Embedder1D(1, length, 16, target)
     tokens, grid = emb(torch.randn(2, 1, length))
-    assert tokens.shape == (2, length // stride, 16) and grid == (length // stride,)
+    assert tokens.shape == (2, length // stride, 16)
+    assert grid == (length // stride,)
 
 
 # every NAS-Bench-360 task type (synthetic stand-ins with the real shapes) through a text and a Swin body
@@ -90,9 +91,11 @@ def test_aligned_swin_embedder_tiles_the_patch_kernel_as_orca():
         emb = build_model(fake_task("2d", (channels, 16, 52), 5), body, aligned=True).embedder
         assert torch.equal(emb.projection.weight, want)
         assert torch.equal(emb.projection.bias, init.patch_bias)
-        assert torch.equal(emb.norm.weight, init.norm_weight) and torch.equal(emb.norm.bias, init.norm_bias)
+        assert torch.equal(emb.norm.weight, init.norm_weight)
+        assert torch.equal(emb.norm.bias, init.norm_bias)
     tokens, grid = emb(torch.randn(2, 4, 16, 52))  # resized to the body's image size
-    assert grid == (8, 8) and tokens.shape == (2, 64, body.embed_dim)
+    assert grid == (8, 8)
+    assert tokens.shape == (2, 64, body.embed_dim)
 
 
 def test_unaligned_embedders_start_fresh_as_orca():
@@ -103,19 +106,22 @@ def test_unaligned_embedders_start_fresh_as_orca():
     emb = Embedder2D(3, 256, 224, 4)  # enough weights for the statistics
     emb.init_from_body(swin.embedding_init, aligned=False)
     w = emb.projection.weight.detach()
-    assert abs(float(w.mean())) < 1e-3 and float(w.std()) == pytest.approx(0.02, rel=0.03)
-    assert float(w.abs().max()) <= 2.0 and torch.equal(emb.projection.bias, torch.zeros(256))
-    assert torch.equal(emb.norm.weight, torch.ones(256)) and torch.equal(emb.norm.bias, torch.zeros(256))
+    assert abs(float(w.mean())) < 1e-3
+    assert float(w.std()) == pytest.approx(0.02, rel=0.03)
+    assert float(w.abs().max()) <= 2.0
+    assert torch.equal(emb.projection.bias, torch.zeros(256))
+    assert torch.equal(emb.norm.weight, torch.ones(256))
+    assert torch.equal(emb.norm.bias, torch.zeros(256))
 
     text = load_body("tiny-text")
     task = fake_task("1d", (2, 40), 3)
     fresh = build_model(task, text, aligned=False, seed=0).embedder
     aligned = build_model(task, text, aligned=True, seed=0).embedder
     init = text.embedding_init
-    assert torch.equal(fresh.norm.weight, torch.ones(32)) and torch.equal(fresh.norm.bias, torch.zeros(32))
-    assert torch.equal(aligned.norm.weight, init.norm_weight) and torch.equal(
-        aligned.norm.bias, init.norm_bias
-    )
+    assert torch.equal(fresh.norm.weight, torch.ones(32))
+    assert torch.equal(fresh.norm.bias, torch.zeros(32))
+    assert torch.equal(aligned.norm.weight, init.norm_weight)
+    assert torch.equal(aligned.norm.bias, init.norm_bias)
     for emb in (fresh, aligned):
         assert torch.equal(emb.positions, init.positions[: emb.num_tokens])
     assert torch.equal(fresh.projection.weight, aligned.projection.weight)  # Xavier(√2) either way
@@ -144,7 +150,9 @@ def test_roberta_positions_are_numbered_from_two_as_orca():
     table = hf.embeddings.position_embeddings.weight.detach().clone()
     body = TextBody(hf, "roberta", None)
     emb = build_embedder(fake_task("1d", (1, 46), 24), body, aligned=False, target_seq_len=38)
-    assert emb.num_tokens == 23 and torch.equal(emb.positions, table[2:25]) and body.max_tokens == 38
+    assert emb.num_tokens == 23
+    assert torch.equal(emb.positions, table[2:25])
+    assert body.max_tokens == 38
 
 
 def test_swin_keeps_its_drop_path_rate():
@@ -154,11 +162,14 @@ def test_swin_keeps_its_drop_path_rate():
     cfg = body.model.config
     assert cfg.drop_path_rate == pytest.approx(0.1)
     rates = [b.drop_path.drop_prob for stage in body.model.encoder.layers for b in stage.blocks]
-    assert rates == pytest.approx([0.1] * len(rates)) and len(rates) == 2
-    assert cfg.hidden_dropout_prob == 0.0 and cfg.attention_probs_dropout_prob == 0.0
+    assert rates == pytest.approx([0.1] * len(rates))
+    assert len(rates) == 2
+    assert cfg.hidden_dropout_prob == 0.0
+    assert cfg.attention_probs_dropout_prob == 0.0
     timm_body = load_body("tiny-timm-swin")
     rates = [m.drop_prob for m in timm_body.modules() if type(m).__name__ == "DropPath"]
-    assert rates and max(rates) == pytest.approx(0.1)
+    assert rates
+    assert max(rates) == pytest.approx(0.1)
 
 
 def test_darcy_head_matches_transformers_masked_image_decoder():
@@ -179,7 +190,8 @@ def test_darcy_head_matches_transformers_masked_image_decoder():
     task = fake_task("2d", (3, 32, 32), 1, output_shape=(85, 85))
     model = build_model(task, body, aligned=True, seed=0).eval()
     head = model.predictor
-    assert isinstance(head, SwinDenseDecoder) and isinstance(model, ORCAModel)
+    assert isinstance(head, SwinDenseDecoder)
+    assert isinstance(model, ORCAModel)
     # the body's own patch embedding (aligned init copies it) and the reference's decoder conv
     with torch.no_grad():
         head.conv.weight.copy_(ref.decoder[0].weight)
@@ -193,9 +205,8 @@ def test_darcy_head_matches_transformers_masked_image_decoder():
     assert torch.allclose(got, want, atol=1e-5)
     # fresh decoder: transformers' Swin init (normal 0.02, zero bias); gradients reach every part
     fresh = SwinDenseDecoder(64, 1, (85, 85), upscale=32)
-    assert (
-        float(fresh.conv.weight.detach().std()) == pytest.approx(0.02, rel=0.05) and not fresh.conv.bias.any()
-    )
+    assert float(fresh.conv.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
+    assert not fresh.conv.bias.any()
     model.train()
     model(x).pow(2).mean().backward()
     for part in ("embedder", "body", "predictor"):
@@ -211,7 +222,8 @@ def test_dense_predictor_shapes_1d_and_2d():
 
 def test_text_body_on_image_task_uses_learned_positions(minilm):
     model = build_model(fake_task("2d", (1, 8, 8), 10), minilm, aligned=True)
-    assert isinstance(model.embedder, Embedder2D) and model.embedder.positions is not None
+    assert isinstance(model.embedder, Embedder2D)
+    assert model.embedder.positions is not None
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 

@@ -183,9 +183,14 @@ def our_cifar_md5(full_root, monkeypatch):
 def test_cifar100(full_root):
     root, raw = full_root
     t = load_task("cifar100", data_root=root, seed=3)
-    assert t.input_shape == (3, 32, 32) and t.num_outputs == 100 and t.metric == "error"
-    assert len(t.train) + len(t.val) == 1000 and len(t.val) == 100 and len(t.test) == 100
-    assert t.train.x.dtype == np.float32 and t.class_names[7] == "class7"
+    assert t.input_shape == (3, 32, 32)
+    assert t.num_outputs == 100
+    assert t.metric == "error"
+    assert len(t.train) + len(t.val) == 1000
+    assert len(t.val) == 100
+    assert len(t.test) == 100
+    assert t.train.x.dtype == np.float32
+    assert t.class_names[7] == "class7"
     assert set(np.unique(t.val.y)) == set(range(100))  # stratified: one per class
     x_te, y_te = raw["cifar100"]["test"]
     want = (
@@ -201,11 +206,13 @@ def test_cifar100(full_root):
 def test_ninapro_transposition_and_given_split(full_root):
     root, raw = full_root
     t = load_task("ninapro", data_root=root)
-    assert t.input_shape == (1, 16, 52) and t.num_outputs == 18
+    assert t.input_shape == (1, 16, 52)
+    assert t.num_outputs == 18
     assert (len(t.train), len(t.val), len(t.test)) == (54, 18, 18)
     x, y = raw["ninapro"]["val"]
     np.testing.assert_array_equal(t.val.x[:, 0], x.transpose(0, 2, 1))  # ORCA: permute(0, 2, 1), unsqueeze(1)
-    assert t.val.y.dtype == np.int64 and np.array_equal(t.val.y, y)
+    assert t.val.y.dtype == np.int64
+    assert np.array_equal(t.val.y, y)
 
 
 @pytest.mark.parametrize("v73", [False, True], ids=["matlab-v5", "matlab-v7.3"])
@@ -215,11 +222,14 @@ def test_darcy(tmp_path, v73):
         with pytest.raises(NotImplementedError):  # a real v7.3 file: scipy refuses it, h5py reads it
             scipy.io.loadmat(tmp_path / "root" / "darcyflow" / "piececonst_r421_N1024_smooth1.mat")
     t = load_task("darcy", data_root=tmp_path / "root", seed=1)
-    assert t.input_shape == (3, 85, 85) and t.output_shape == (85, 85) and t.num_outputs == 1
+    assert t.input_shape == (3, 85, 85)
+    assert t.output_shape == (85, 85)
+    assert t.num_outputs == 1
     assert (t.kind, t.loss, t.metric) == ("regression", "rel_l2", "rel-l2")
     assert (len(t.train), len(t.val), len(t.test)) == (7, 1, 4)
     tr_rows, val_rows = t.notes["train_rows"], t.notes["val_rows"]
-    assert not set(tr_rows) & set(val_rows) and len(tr_rows) + len(val_rows) == 8
+    assert not set(tr_rows) & set(val_rows)
+    assert len(tr_rows) + len(val_rows) == 8
     sol_tr = raw["train"]["sol"][:, ::5, ::5]
     coeff_tr = raw["train"]["coeff"][:, ::5, ::5]
     # the y normaliser is fitted on the training part only
@@ -253,18 +263,21 @@ def test_darcy_v5_and_v73_agree(tmp_path):
 def test_satellite_memmap_zscore_and_last_block_val(full_root, monkeypatch):
     root, raw = full_root
     t = load_task("satellite", data_root=root, zscore=True)  # NAS-Bench-360's per-series z-score
-    assert t.input_shape == (1, 46) and t.num_outputs == 24
+    assert t.input_shape == (1, 46)
+    assert t.num_outputs == 24
     assert (len(t.train), len(t.val), len(t.test)) == (
         96,
         48,
         48,
     )  # val = last len(test) rows (NAS-Bench-360)
-    assert isinstance(t.train.x, np.memmap) and isinstance(t.val.x, np.memmap)  # views, no copy
+    assert isinstance(t.train.x, np.memmap)  # views, no copy
+    assert isinstance(t.val.x, np.memmap)
     data, label = raw["satellite"]["train"]
     z = (data - data.mean(1, keepdims=True)) / data.std(1, keepdims=True)
     np.testing.assert_allclose(t.val.x[:, 0], z[96:], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(t.train.y, label[:96] - 1)
-    assert t.train.y.min() == 0 and t.train.y.max() == 23
+    assert t.train.y.min() == 0
+    assert t.train.y.max() == 23
     raw_t = load_task("satellite", data_root=root)  # the default: raw values, as ORCA feeds them
     np.testing.assert_allclose(raw_t.test.x[:, 0], raw["satellite"]["test"][0], rtol=1e-6)
     # second load: memory map of the cached conversion, no reconversion
@@ -272,7 +285,8 @@ def test_satellite_memmap_zscore_and_last_block_val(full_root, monkeypatch):
     again = load_task("satellite", data_root=root, zscore=True)
     assert isinstance(again.test.x, np.memmap)
     r = load_task("satellite", data_root=root, val="random", seed=2)
-    assert len(r.val) > 0 and len(r.train) + len(r.val) == 144
+    assert len(r.val) > 0
+    assert len(r.train) + len(r.val) == 144
 
 
 def test_deepsea_memmap_no_reconversion(tmp_path, monkeypatch):
@@ -281,14 +295,17 @@ def test_deepsea_memmap_no_reconversion(tmp_path, monkeypatch):
     assert (t.input_shape, t.num_outputs, t.kind) == ((4, 1000), 36, "multilabel")
     assert (t.loss, t.pos_weight, t.metric) == ("bce", 4.0, "1-auroc")
     assert (len(t.train), len(t.val), len(t.test)) == (40, 10, 10)
-    assert isinstance(t.train.x, np.memmap) and t.train.x.dtype == np.float32
+    assert isinstance(t.train.x, np.memmap)
+    assert t.train.x.dtype == np.float32
     np.testing.assert_array_equal(t.val.x, raw["x_val"].transpose(0, 2, 1))  # ORCA: transpose(-1, -2)
     np.testing.assert_array_equal(t.test.y, raw["y_test"])
     cache = Path(t.train.x.filename).parent
-    assert (cache / "meta.json").is_file() and not list(cache.parent.glob("*.tmp-*"))
+    assert (cache / "meta.json").is_file()
+    assert not list(cache.parent.glob("*.tmp-*"))
     monkeypatch.setattr(nb360.deepsea, "_convert_deepsea", lambda *a, **k: pytest.fail("converted twice"))
     again = load_task("deepsea", data_root=tmp_path / "root")
-    assert isinstance(again.test.x, np.memmap) and Path(again.test.x.filename).parent == cache
+    assert isinstance(again.test.x, np.memmap)
+    assert Path(again.test.x.filename).parent == cache
     score = compute_metric("1-auroc", again.test.y, np.random.default_rng(0).random((10, 36)))
     assert 0 <= score <= 1
 
@@ -298,17 +315,22 @@ def test_ecg_split_windows_groups_and_vote(full_root):
 
     root, raw = full_root
     t = load_task("ecg", data_root=root)
-    assert t.input_shape == (1, 1000) and t.num_outputs == 4 and t.metric == "1-macro-f1"
+    assert t.input_shape == (1, 1000)
+    assert t.num_outputs == 4
+    assert t.metric == "1-macro-f1"
     assert t.class_names == ("N", "A", "O", "~")
     g = {k: set(np.unique(s.groups).tolist()) for k, s in t.splits().items()}
-    assert not (g["train"] & g["val"]) and not (g["train"] & g["test"]) and not (g["val"] & g["test"])
+    assert not (g["train"] & g["val"])
+    assert not (g["train"] & g["test"])
+    assert not (g["val"] & g["test"])
     assert (len(g["train"]), len(g["val"]), len(g["test"])) == (48, 6, 6)
     # the reference splits the recordings themselves with random_state=0; index arrays give the same split
     recs, labels = raw["ecg"]["data"], raw["ecg"]["label"]
-    x_tr, x_rest, _, _ = train_test_split(list(recs), labels, test_size=0.2, random_state=0)
+    _x_tr, x_rest, _, _ = train_test_split(list(recs), labels, test_size=0.2, random_state=0)
     x_val, x_te, _, _ = train_test_split(x_rest, labels[: len(x_rest)], test_size=0.5, random_state=0)
     ids = {id(r): i for i, r in enumerate(recs)}
-    assert g["val"] == {ids[id(r)] for r in x_val} and g["test"] == {ids[id(r)] for r in x_te}
+    assert g["val"] == {ids[id(r)] for r in x_val}
+    assert g["test"] == {ids[id(r)] for r in x_te}
     # windows: class-dependent strides (N 500, A 83, O 250, ~ 25), starts range(0, len - 1000, stride)
     code = {"N": 0, "A": 1, "O": 2, "~": 3}
     for name, s in t.splits().items():
@@ -318,7 +340,8 @@ def test_ecg_split_windows_groups_and_vote(full_root):
             step = 500 // {0: 1, 1: 6, 2: 2, 3: 20}[code[labels[rid]]]
             starts = list(range(0, len(r) - 1000, step))
             rows = np.flatnonzero(s.groups == rid)
-            assert len(rows) == len(starts) and (s.y[rows] == code[labels[rid]]).all()
+            assert len(rows) == len(starts)
+            assert (s.y[rows] == code[labels[rid]]).all()
             np.testing.assert_allclose(
                 s.x[rows[-1], 0], z[starts[-1] : starts[-1] + 1000], rtol=1e-5, atol=1e-5
             )
@@ -332,7 +355,8 @@ def test_ecg_split_windows_groups_and_vote(full_root):
     assert compute_metric(t.metric, s.y, logits, s.groups) == 0.0
     assert compute_metric(t.metric, s.y, logits) > 0.0
     uniform = load_task("ecg", data_root=root, eval_class_strides=False)
-    assert len(uniform.test) < len(t.test) and len(uniform.train) == len(t.train)
+    assert len(uniform.test) < len(t.test)
+    assert len(uniform.train) == len(t.train)
 
 
 def test_orca_protocol_compositions(full_root):
@@ -349,10 +373,12 @@ def test_orca_protocol_compositions(full_root):
     # NinaPro: train + val in order, ORCA's focal loss; CIFAR-100: all training images, crop/flip on train
     nina = load_task("ninapro", data_root=root, protocol="orca")
     x_val = raw["ninapro"]["val"][0]
-    assert nina.loss == "focal" and load_task("ninapro", data_root=root).loss == "focal"
+    assert nina.loss == "focal"
+    assert load_task("ninapro", data_root=root).loss == "focal"
     np.testing.assert_allclose(nina.train.x[-len(x_val) :, 0], x_val.transpose(0, 2, 1), rtol=1e-6)
     cifar = load_task("cifar100", data_root=root, protocol="orca")
-    assert cifar.augment is not None and cifar.augment.pad == 4
+    assert cifar.augment is not None
+    assert cifar.augment.pad == 4
     black = (0 - np.array([0.5071, 0.4867, 0.4408])) / np.array([0.2675, 0.2565, 0.2761])
     np.testing.assert_allclose(cifar.augment.fill, black, rtol=1e-5)
     # Satellite: the whole training file trains, raw values (the array function the loader converts with)
@@ -368,7 +394,8 @@ def test_orca_protocol_compositions(full_root):
     np.testing.assert_allclose(darcy.y_normalizer.mean, sol.mean(0), rtol=1e-4, atol=1e-6)
     # DeepSEA: x_val appended to x_train in one memory map; evaluated in a fresh order per epoch
     deep = load_task("deepsea", data_root=root, protocol="orca")
-    assert isinstance(deep.train.x, np.memmap) and deep.shuffle_eval
+    assert isinstance(deep.train.x, np.memmap)
+    assert deep.shuffle_eval
     np.testing.assert_array_equal(deep.train.y[-10:], raw["deepsea"]["y_val"])
 
 
@@ -383,7 +410,9 @@ def test_ecg_orca_split_is_orcas_90_10(full_root):
     g_tr, g_te = set(np.unique(t.train.groups).tolist()), set(np.unique(t.test.groups).tolist())
     _, x_te = train_test_split(list(recs), test_size=0.1, random_state=0)
     ids = {id(r): i for i, r in enumerate(recs)}
-    assert g_te == {ids[id(r)] for r in x_te} and not (g_tr & g_te) and len(g_tr) + len(g_te) == len(recs)
+    assert g_te == {ids[id(r)] for r in x_te}
+    assert not (g_tr & g_te)
+    assert len(g_tr) + len(g_te) == len(recs)
     code = np.array([{"N": 0, "A": 1, "O": 2, "~": 3}[c] for c in labels])
     split = orca_ecg_split(list(recs), code)
     for part, s in (("train", t.train), ("test", t.test)):
@@ -417,7 +446,7 @@ def _truncate(p: Path, keep: float = 0.5) -> None:
 
 
 @pytest.mark.parametrize(
-    "task, name",
+    ("task", "name"),
     [
         ("ninapro", "ninapro_train.npy"),
         ("ecg", "challenge2017.pkl"),
@@ -479,8 +508,10 @@ def test_missing_file_says_where_it_goes(tmp_path):
     with pytest.raises(TaskDataError) as e:
         load_task("ecg", data_root=tmp_path)
     msg = str(e.value)
-    assert str(tmp_path / "challenge2017.pkl") in msg and str(tmp_path / "ecg" / "challenge2017.pkl") in msg
-    assert "pde-xd.s3.amazonaws.com/ECG/challenge2017.pkl" in msg and nb360.NB360_PAGE in msg
+    assert str(tmp_path / "challenge2017.pkl") in msg
+    assert str(tmp_path / "ecg" / "challenge2017.pkl") in msg
+    assert "pde-xd.s3.amazonaws.com/ECG/challenge2017.pkl" in msg
+    assert nb360.NB360_PAGE in msg
 
 
 # ---- orca_ray.data check / stage / fetch -------------------------------------------------------------------------------
@@ -496,22 +527,30 @@ def test_check_complete_root(full_root, our_cifar_md5):
     rc, out = _run(["check", str(root), "--json"])
     assert rc == 0, out
     rep = json.loads(out)
-    assert rep["ok"] and set(rep["tasks"]) == set(nb360.NB360_TASKS)
+    assert rep["ok"]
+    assert set(rep["tasks"]) == set(nb360.NB360_TASKS)
     ds = rep["tasks"]["deepsea"]
-    assert ds["files"][0]["status"] == "present" and ds["files"][0]["checksum"] == staging.NO_PUBLISHED
-    assert len(ds["files"][0]["sha256"]) == 64 and ds["load"]["memory_mapped"]
+    assert ds["files"][0]["status"] == "present"
+    assert ds["files"][0]["checksum"] == staging.NO_PUBLISHED
+    assert len(ds["files"][0]["sha256"]) == 64
+    assert ds["load"]["memory_mapped"]
     assert ds["load"]["splits"]["train"]["x"] == [40, 4, 1000]
     assert rep["tasks"]["cifar100"]["files"][0]["checksum"] == "md5 matches test"
     assert rep["tasks"]["ninapro"]["load"]["splits"]["train"]["class_counts"] == [3] * 18
     assert rep["tasks"]["ecg"]["load"]["splits"]["test"]["groups"] == 6
     rc, text = _run(["check", str(root), "--tasks", "satellite", "ninapro"])
-    assert rc == 0 and "satellite: OK" in text and "ninapro: OK" in text and "ecg" not in text
+    assert rc == 0
+    assert "satellite: OK" in text
+    assert "ninapro: OK" in text
+    assert "ecg" not in text
 
 
 def test_check_published_md5_mismatch(full_root):
     root, _ = full_root  # generated CIFAR files cannot match torchvision's published md5
     rc, out = _run(["check", str(root), "--tasks", "cifar100", "--no-load"])
-    assert rc == 1 and "CHECKSUM" in out and "published by torchvision" in out
+    assert rc == 1
+    assert "CHECKSUM" in out
+    assert "published by torchvision" in out
 
 
 def test_check_incomplete_root(full_root, tmp_path):
@@ -522,11 +561,9 @@ def test_check_incomplete_root(full_root, tmp_path):
     rc, out = _run(["check", str(root), "--tasks", "ecg", "ninapro", "satellite", "--json"])
     assert rc == 1
     rep = json.loads(out)
-    assert (
-        not rep["tasks"]["ecg"]["ok"]
-        and not rep["tasks"]["ninapro"]["ok"]
-        and rep["tasks"]["satellite"]["ok"]
-    )
+    assert not rep["tasks"]["ecg"]["ok"]
+    assert not rep["tasks"]["ninapro"]["ok"]
+    assert rep["tasks"]["satellite"]["ok"]
     missing = [f for f in rep["tasks"]["ninapro"]["files"] if f["status"] == "missing"]
     assert [f["name"] for f in missing] == ["label_test.npy"]
     assert missing[0]["places"] == [str(root / "label_test.npy"), str(root / "ninapro" / "label_test.npy")]
@@ -548,19 +585,21 @@ def test_stage_local_then_check_and_rerun_skips(full_root, tmp_path, our_cifar_m
         man["files"]["ecg/challenge2017.pkl"]["sha256"]
         == staging.digests(root / "ecg" / "challenge2017.pkl")["sha256"]
     )
-    assert (dest / "deepsea_filtered.npz").is_file() and (
-        dest / "satellite" / "satellite_train.npy"
-    ).is_file()
+    assert (dest / "deepsea_filtered.npz").is_file()
+    assert (dest / "satellite" / "satellite_train.npy").is_file()
     assert not list(dest.rglob("*.part-*"))
     rc, out = _run(["stage", str(root), str(dest), "--no-load"])
-    assert rc == 0 and out.count("skipped") >= len(man["files"])
+    assert rc == 0
+    assert out.count("skipped") >= len(man["files"])
     rc, out = _run(["check", str(dest), "--json"])
     rep = json.loads(out)
-    assert rc == 0 and rep["tasks"]["satellite"]["files"][0]["checksum"] == "matches MANIFEST.json"
+    assert rc == 0
+    assert rep["tasks"]["satellite"]["files"][0]["checksum"] == "matches MANIFEST.json"
     with open(dest / "satellite" / "satellite_train.npy", "ab") as f:
         f.write(b"\0")  # the staged copy no longer matches its manifest
     rc, out = _run(["check", str(dest), "--tasks", "satellite", "--no-load"])
-    assert rc == 1 and "MISMATCH" in out
+    assert rc == 1
+    assert "MISMATCH" in out
 
 
 def test_stage_refuses_a_failing_root(full_root, tmp_path):
@@ -568,7 +607,8 @@ def test_stage_refuses_a_failing_root(full_root, tmp_path):
     shutil.copytree(full_root[0], root)
     (root / "deepsea_filtered.npz").unlink()
     rc, _ = _run(["stage", str(root), str(tmp_path / "dest"), "--tasks", "deepsea"])
-    assert rc == 1 and not (tmp_path / "dest").exists()
+    assert rc == 1
+    assert not (tmp_path / "dest").exists()
 
 
 def _free_port() -> int:
@@ -604,9 +644,11 @@ def test_stage_to_s3_and_fetch_back(full_root, tmp_path, monkeypatch):
                 Bucket="nb360"
             )["Contents"]
         }
-        assert "staged/MANIFEST.json" in keys and "staged/ecg/challenge2017.pkl" in keys
+        assert "staged/MANIFEST.json" in keys
+        assert "staged/ecg/challenge2017.pkl" in keys
         rc, out = _run(["stage", str(root), uri, "--tasks", *tasks, "--no-load"])
-        assert rc == 0 and "copying" not in out  # same size + sha256 per the remote manifest
+        assert rc == 0
+        assert "copying" not in out  # same size + sha256 per the remote manifest
         local = tmp_path / "fetched"
         rc, out = _run(["fetch", uri, str(local), "--tasks", "ninapro", "ecg"])
         assert rc == 0, out
@@ -614,6 +656,7 @@ def test_stage_to_s3_and_fetch_back(full_root, tmp_path, monkeypatch):
             root / "ecg" / "challenge2017.pkl"
         ).read_bytes()
         rc, out = _run(["check", str(local), "--tasks", "ninapro", "ecg"])
-        assert rc == 0 and out.count("matches MANIFEST.json") == 7, out
+        assert rc == 0, out
+        assert out.count("matches MANIFEST.json") == 7, out
     finally:
         server.stop()

@@ -102,7 +102,8 @@ def test_gradient_finite_nonzero_and_only_to_target(inner):
     value = otdd(xs, ys, xt, yt, inner=inner, detach_label_distances=False)
     value.backward()
     assert xs.grad is None  # the proxy is constant: no graph reaches it
-    assert torch.isfinite(xt.grad).all() and xt.grad.norm() > 0
+    assert torch.isfinite(xt.grad).all()
+    assert xt.grad.norm() > 0
 
 
 def test_cached_call_equals_fresh_otdd_and_cache_is_not_mutated():
@@ -134,10 +135,12 @@ def test_classwise_gradient_and_no_grad_mode():
     pd = ProxyDistance(xs, ys)
     x = xt.clone().requires_grad_(True)
     pd.classwise(x, yt).sum().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.norm() > 0
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.norm() > 0
     with torch.no_grad():
         values = pd.classwise(xt, yt)
-    assert not values.requires_grad and torch.isfinite(values).all()
+    assert not values.requires_grad
+    assert torch.isfinite(values).all()
 
 
 @pytest.mark.parametrize("inner", ["exact", "gaussian"])

@@ -51,14 +51,17 @@ def test_label_conventions_map_to_0_k_minus_1(y, names):
     coding = LabelCoding.fit(y, where="f: field y")
     assert coding.names == names
     codes = coding.encode(y, where="f: field y")
-    assert codes.dtype == np.int64 and set(codes) == set(range(len(names)))
+    assert codes.dtype == np.int64
+    assert set(codes) == set(range(len(names)))
     as_text = [str(int(v)) if isinstance(v, bool | float) else str(v) for v in y.tolist()]
     assert [names[c] for c in codes] == as_text  # index k means the k-th class name, and it round-trips
 
 
 def test_label_kinds():
-    assert is_class_labels(np.array([1.0, 2.0])) and is_class_labels(np.array(["a"]))
-    assert not is_class_labels(np.array([1.5, 2.0])) and not is_class_labels(np.zeros((3, 2)))
+    assert is_class_labels(np.array([1.0, 2.0]))
+    assert is_class_labels(np.array(["a"]))
+    assert not is_class_labels(np.array([1.5, 2.0]))
+    assert not is_class_labels(np.zeros((3, 2)))
 
 
 def test_unseen_test_label_names_file_field_and_label():
@@ -73,11 +76,14 @@ def test_carve_falls_back_to_unstratified_and_says_so(caplog):
     split = Split(np.arange(104, dtype=np.float32)[:, None, None], y)
     with caplog.at_level(logging.WARNING, logger="orca_ray.tasks"):
         train, val = carve_validation(split, 0.2, seed=0, source="ucr/X_TRAIN.tsv")
-    assert len(val) == round(0.2 * 104) and len(train) + len(val) == 104
+    assert len(val) == round(0.2 * 104)
+    assert len(train) + len(val) == 104
     assert set(train.y) == set(range(52))  # every class keeps a training sample
     assert not set(train.x.ravel()) & set(val.x.ravel())
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "ucr/X_TRAIN.tsv" in lines[0] and "unstratified" in lines[0]
+    assert len(lines) == 1
+    assert "ucr/X_TRAIN.tsv" in lines[0]
+    assert "unstratified" in lines[0]
     again = carve_validation(split, 0.2, seed=0)[1]
     assert np.array_equal(again.x, val.x)  # seeded
     assert not np.array_equal(carve_validation(split, 0.2, seed=1)[1].x, val.x)
@@ -91,7 +97,7 @@ def test_carve_that_cannot_work_says_why():
 
 def test_stratified_carve_unchanged_when_possible():
     y = np.array([0] * 20 + [1] * 10)
-    train, val = carve_validation(Split(np.zeros((30, 1, 2), np.float32), y), 0.2, seed=0)
+    _train, val = carve_validation(Split(np.zeros((30, 1, 2), np.float32), y), 0.2, seed=0)
     assert np.bincount(val.y).tolist() == [4, 2]
 
 
@@ -108,8 +114,10 @@ def test_npz_one_based_labels_two_per_class(tmp_path):
         y_test=np.arange(1, 27),
     )
     task = load_task(f"npz:{path}", val_fraction=0.2)
-    assert task.num_outputs == 26 and task.class_names == tuple(str(i) for i in range(1, 27))
-    assert set(task.train.y) == set(range(26)) and len(task.val) == round(0.2 * 52)
+    assert task.num_outputs == 26
+    assert task.class_names == tuple(str(i) for i in range(1, 27))
+    assert set(task.train.y) == set(range(26))
+    assert len(task.val) == round(0.2 * 52)
     assert task.files == (str(path),)
 
 
@@ -122,7 +130,8 @@ def test_npz_label_conventions(tmp_path, labels):
     path = tmp_path / "d.npz"
     np.savez(path, x_train=x, y_train=np.tile(labels, 10), x_test=x[:6], y_test=np.tile(labels, 2))
     task = load_task(f"npz:{path}")
-    assert task.kind == "classification" and task.num_outputs == 3
+    assert task.kind == "classification"
+    assert task.num_outputs == 3
     assert sorted(task.class_names) == sorted(LabelCoding.fit(labels, where="").names)
 
 
@@ -149,20 +158,23 @@ def test_ts_reader_matches_sktime(name):
     coding = LabelCoding.fit(labels, where="")
     as_read = [coding.names[c].lower() for c in coding.encode(labels, where="")]
     assert as_read == [str(v).lower() for v in y]
-    assert not regression and {d.lower() for d in declared} == {str(v).lower() for v in y}
+    assert not regression
+    assert {d.lower() for d in declared} == {str(v).lower() for v in y}
 
 
 def test_tsv_reader_matches_sktime_on_the_shipped_tsv():
     series, labels, _, _ = read_tsv(sktime_data() / "ArrowHead" / "ArrowHead_TRAIN.tsv")
     x, y = sktime_arrays("ArrowHead", "train")
-    assert np.allclose(np.stack(series), x, atol=1e-6) and labels.astype(int).astype(str).tolist() == list(y)
+    assert np.allclose(np.stack(series), x, atol=1e-6)
+    assert labels.astype(int).astype(str).tolist() == list(y)
 
 
 def test_every_ucr_set_sktime_ships_loads():
     """Whatever sktime ships in the archive's .ts layout (ArrowHead also has a lone _TRAIN.tsv beside them)."""
     for folder in sorted(p for p in sktime_data().iterdir() if list(p.glob("*_TRAIN.ts"))):
         task = load_task(f"ucr:{folder}")
-        assert task.name == f"ucr:{folder.name}" and task.kind in ("classification", "regression")
+        assert task.name == f"ucr:{folder.name}"
+        assert task.kind in ("classification", "regression")
 
 
 def test_ucr_tsv_layout_with_nan_padding_equals_the_ts_file(tmp_path):
@@ -178,9 +190,11 @@ def test_ucr_tsv_layout_with_nan_padding_equals_the_ts_file(tmp_path):
         write_tsv(folder / f"PLAID_{split}.tsv", padded, [int(v) + 1 for v in labels])  # 1-based
     tsv = load_task(f"ucr:{folder}", seed=2)
     ts = load_task(f"ucr:{sktime_data() / 'PLAID'}", seed=2)
-    assert tsv.input_shape == ts.input_shape == (1, 1344) and "resampled" in tsv.notes
+    assert tsv.input_shape == ts.input_shape == (1, 1344)
+    assert "resampled" in tsv.notes
     assert np.allclose(tsv.test.x, ts.test.x, atol=1e-5)
-    assert tsv.class_names == tuple(str(i) for i in range(1, 12)) and np.array_equal(tsv.test.y, ts.test.y)
+    assert tsv.class_names == tuple(str(i) for i in range(1, 12))
+    assert np.array_equal(tsv.test.y, ts.test.y)
 
 
 def test_ucr_folder_with_several_sets_or_a_missing_file(tmp_path):
@@ -221,9 +235,12 @@ def write_digits(root: Path, n_train: int = 200, n_test: int = 60, rgb: bool = F
 def test_imagefolder_reads_real_digits(tmp_path):
     img = write_digits(tmp_path)
     task = load_task(f"imagefolder:{tmp_path}", seed=1)
-    assert task.input_shape == (1, 8, 8) and task.num_outputs == 10 and task.modality == "2d"
+    assert task.input_shape == (1, 8, 8)
+    assert task.num_outputs == 10
+    assert task.modality == "2d"
     assert task.class_names == tuple(sorted(NAMES))
-    assert len(task.train) + len(task.val) == 200 and len(task.test) == 60
+    assert len(task.train) + len(task.val) == 200
+    assert len(task.test) == 60
     from sklearn.datasets import load_digits
 
     # files are read class folder by class folder: the labels are each image's folder name
@@ -242,7 +259,9 @@ def test_imagefolder_val_folder_rgb_and_mixed_sizes(tmp_path):
     (tmp_path / "val" / "one").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "one" / "v.png")
     task = load_task(f"imagefolder:{tmp_path}")
-    assert task.input_shape == (3, 8, 8) and len(task.val) == 1 and len(task.train) == 101
+    assert task.input_shape == (3, 8, 8)
+    assert len(task.val) == 1
+    assert len(task.train) == 101
     assert "resized" in task.notes
 
 
@@ -267,7 +286,10 @@ def test_task_slug_is_short_safe_and_distinct():
     from orca_ray.tasks import task_slug
 
     a, b = task_slug("npz:/data/run 1/my.data.npz"), task_slug("npz:/other/run 1/my.data.npz")
-    assert a.startswith("npz-my.data-") and "/" not in a and " " not in a and a != b
+    assert a.startswith("npz-my.data-")
+    assert "/" not in a
+    assert " " not in a
+    assert a != b
     assert task_slug("ucr:s3://bucket/UCR/GunPoint?endpoint_override=x:1").startswith("ucr-GunPoint-")
     assert task_slug("digits") == "digits"
 
@@ -279,7 +301,8 @@ def test_relative_and_home_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert absolute_spec("npz:data/x.npz") == f"npz:{tmp_path}/data/x.npz"
     assert absolute_spec("ucr:~/UCR/GunPoint") == f"ucr:{tmp_path}/home/UCR/GunPoint"
-    assert absolute_spec("npz:s3://b/x.npz") == "npz:s3://b/x.npz" and absolute_spec("digits") == "digits"
+    assert absolute_spec("npz:s3://b/x.npz") == "npz:s3://b/x.npz"
+    assert absolute_spec("digits") == "digits"
 
 
 def test_content_fingerprint_follows_content_and_survives_a_corrupt_memo(tmp_path):
@@ -341,7 +364,8 @@ def test_s3_npz_and_ucr_prefix_are_staged_once(s3, tmp_path, monkeypatch):
             str(tmp_path / f"GunPoint_{split}.tsv"), "data", f"UCR/GunPoint/GunPoint_{split}.tsv"
         )
     task = load_task(f"npz:s3://data/sets/g.npz{query}")
-    assert task.num_outputs == 2 and task.fingerprint
+    assert task.num_outputs == 2
+    assert task.fingerprint
     staged = Path(task.files[0])
     assert staged.is_relative_to(tmp_path / "cache" / "staged")
     assert load_task(f"npz:s3://data/sets/g.npz{query}").files == task.files  # staged once, reused
@@ -351,7 +375,8 @@ def test_s3_npz_and_ucr_prefix_are_staged_once(s3, tmp_path, monkeypatch):
     assert staged.stat().st_mtime_ns == Path(task.files[0]).stat().st_mtime_ns
     ucr = load_task(f"ucr:s3://data/UCR/GunPoint/GunPoint{query}")
     whole = load_task(f"ucr:s3://data/UCR/GunPoint{query}")
-    assert ucr.input_shape == whole.input_shape == (1, 150) and np.array_equal(ucr.test.y, whole.test.y)
+    assert ucr.input_shape == whole.input_shape == (1, 150)
+    assert np.array_equal(ucr.test.y, whole.test.y)
     with pytest.raises(TaskDataError, match="no such file or folder"):
         load_task(f"npz:s3://data/sets/absent.npz{query}")
 
@@ -377,9 +402,11 @@ def test_classes_table_lists_original_labels():
     from orca_ray.analysis import task_label
 
     assert task_label("npz:/a/x.npz", fs) == "npz:x.npz (2 classes: -1, 1)"
-    assert task_label("digits", fs) == "digits" and task_label("synthetic-darcy", fs) == "synthetic-darcy"
+    assert task_label("digits", fs) == "digits"
+    assert task_label("synthetic-darcy", fs) == "synthetic-darcy"
     table = classes_table(fs)
-    assert "| npz:/a/x.npz | 2 | 0 = -1, 1 = 1 |" in table and "digits" not in table
+    assert "| npz:/a/x.npz | 2 | 0 = -1, 1 = 1 |" in table
+    assert "digits" not in table
     assert classes_table(fs[fs["task"] == "digits"]) == ""
 
 
@@ -388,11 +415,13 @@ def test_real_valued_labels_stay_regression(tmp_path):
     path = tmp_path / "r.npz"
     np.savez(path, x_train=x, y_train=x[:, 0, 0] * 1.5 + 0.25, x_test=x[:5], y_test=x[:5, 0, 0])
     task = load_task(f"npz:{path}")
-    assert (
-        task.kind == "regression" and task.output_shape == (1,) and task.train.y.shape == (len(task.train), 1)
-    )
+    assert task.kind == "regression"
+    assert task.output_shape == (1,)
+    assert task.train.y.shape == (len(task.train), 1)
     tecator = load_task(f"ucr:{sktime_data() / 'Tecator'}")  # a .ts file with @targetLabel true
-    assert tecator.kind == "regression" and tecator.metric == "rel-l2" and tecator.output_shape == (1,)
+    assert tecator.kind == "regression"
+    assert tecator.metric == "rel-l2"
+    assert tecator.output_shape == (1,)
 
 
 def test_ucr_2015_layout_and_a_file_of_the_pair(tmp_path):
@@ -405,7 +434,9 @@ def test_ucr_2015_layout_and_a_file_of_the_pair(tmp_path):
         ]
         (tmp_path / name).write_text("\n".join(rows) + "\n")
     old = load_task(f"ucr:{tmp_path}")
-    assert old.input_shape == (1, 150) and old.class_names == ("1", "2") and len(old.test) == 150
+    assert old.input_shape == (1, 150)
+    assert old.class_names == ("1", "2")
+    assert len(old.test) == 150
     one = load_task(f"ucr:{tmp_path}/GunPoint_TRAIN")
     assert np.array_equal(one.test.x, old.test.x)
 
@@ -419,7 +450,8 @@ def test_npz_channels_last_images_and_imagefolder_subfolders(tmp_path):
         tmp_path / "i.npz", x_train=img, y_train=np.arange(20) % 2, x_test=img[:4], y_test=np.arange(4) % 2
     )
     task = load_task(f"npz:{tmp_path / 'i.npz'}")
-    assert task.input_shape == (3, 12, 10) and np.array_equal(task.test.x[1, 2], img[1, :, :, 2])
+    assert task.input_shape == (3, 12, 10)
+    assert np.array_equal(task.test.x[1, 2], img[1, :, :, 2])
     for split in ("train", "test"):
         for c in ("a", "b"):
             (tmp_path / "imgs" / split / c / "deeper").mkdir(parents=True)
@@ -428,7 +460,8 @@ def test_npz_channels_last_images_and_imagefolder_subfolders(tmp_path):
     (tmp_path / "imgs" / "train" / "a" / ".hidden").mkdir()
     Image.new("L", (6, 6)).save(tmp_path / "imgs" / "train" / "a" / ".hidden" / "x.png")
     task = load_task(f"imagefolder:{tmp_path / 'imgs'}")
-    assert len(task.train) + len(task.val) == 6 and len(task.test) == 6
+    assert len(task.train) + len(task.val) == 6
+    assert len(task.test) == 6
 
 
 def test_npz_label_columns_and_one_hot_rows_are_classes(tmp_path):
@@ -436,11 +469,13 @@ def test_npz_label_columns_and_one_hot_rows_are_classes(tmp_path):
     y = np.arange(30) % 3 + 1
     np.savez(tmp_path / "c.npz", x_train=x, y_train=y[:, None], x_test=x[:6], y_test=y[:6, None])
     column = load_task(f"npz:{tmp_path / 'c.npz'}")
-    assert column.kind == "classification" and column.class_names == ("1", "2", "3")
+    assert column.kind == "classification"
+    assert column.class_names == ("1", "2", "3")
     eye = np.eye(3, dtype=np.float32)
     np.savez(tmp_path / "h.npz", x_train=x, y_train=eye[y - 1], x_test=x[:6], y_test=eye[y[:6] - 1])
     hot = load_task(f"npz:{tmp_path / 'h.npz'}")
-    assert hot.kind == "classification" and hot.num_outputs == 3
+    assert hot.kind == "classification"
+    assert hot.num_outputs == 3
     assert np.array_equal(hot.test.y, y[:6] - 1)
     multi = (np.random.default_rng(1).random((30, 4)) > 0.5).astype(np.float32)
     np.savez(tmp_path / "m.npz", x_train=x, y_train=multi, x_test=x[:6], y_test=multi[:6])

@@ -44,7 +44,7 @@ def test_seeded_bodies_reproduce(golden):
         assert golden.body_tensors(name)  # raises if the SHA-256 of the regenerated weights differs
 
 
-@pytest.mark.parametrize("name,case", [pytest.param(n, c, id=n, marks=_marks(n, c)) for n, c in CASES])
+@pytest.mark.parametrize(("name", "case"), [pytest.param(n, c, id=n, marks=_marks(n, c)) for n, c in CASES])
 def test_parity(golden, name, case):
     rows = parity.run_case(golden, name, case)
     assert rows, f"{name}: no rows"

@@ -34,7 +34,7 @@ def plant_cifar100(root: Path, canary: Path) -> Path:
     write_cifar(root, per_class=1, n_test=10)
     path = root / "cifar-100-python" / "train"
     data = np.zeros((100, 3072), np.uint8)
-    labels = list(range(99)) + [Payload(canary)]
+    labels = [*list(range(99)), Payload(canary)]
     path.write_bytes(pickle.dumps({"data": data, "fine_labels": labels}, protocol=2))
     return path
 
@@ -81,7 +81,8 @@ def test_payload_in_a_dataset_pickle_is_refused_by_check_and_load_task(task, tmp
         if flags or task != "cifar100":
             assert f"LOAD {task}: TaskDataError: {refusal}" in run.stdout, run.stdout
         else:  # a checksum mismatch: check does not load the task at all
-            assert "CHECKSUM" in run.stdout and "LOAD" not in run.stdout, run.stdout
+            assert "CHECKSUM" in run.stdout, run.stdout
+            assert "LOAD" not in run.stdout, run.stdout
 
     with pytest.raises(TaskDataError) as e:
         load_task(task, data_root=root)
@@ -125,7 +126,8 @@ def test_a_staged_file_that_differs_from_its_manifest_is_never_loaded(tmp_path, 
     run = data_cli("check", str(dest), "--tasks", "satellite")
     assert run.returncode == 1
     assert f"CHECKSUM {altered}: size/sha256 differ from MANIFEST.json" in run.stdout, run.stdout
-    assert "unpickle" not in run.stdout and "loaded" not in run.stdout, run.stdout
+    assert "unpickle" not in run.stdout, run.stdout
+    assert "loaded" not in run.stdout, run.stdout
     with pytest.raises(TaskDataError, match=r"^CHECKSUM .*satellite_test\.npy: .*refusing to load it"):
         load_task("satellite", data_root=dest)
 
@@ -186,7 +188,8 @@ def test_planted_restore_state_is_refused_and_never_run(ray_local, tmp_path):
         with pytest.raises(UntrustedStateError) as e:
             run_sweep(spec)
         msg = str(e.value)
-        assert msg.startswith(f"refusing to restore {exp}: {path} (sha256 ") and "--trust-storage" in msg, msg
+        assert msg.startswith(f"refusing to restore {exp}: {path} (sha256 "), msg
+        assert "--trust-storage" in msg, msg
         if path.name == "tuner.pkl":  # the sweep CLI: one line, exit code, no traceback
             argv = ["--storage", spec.storage, "--name", spec.name, "--no-analysis"]
             with pytest.raises(SystemExit) as cli:

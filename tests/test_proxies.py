@@ -27,7 +27,9 @@ def test_resolve_follows_the_body_modality():
 
 def test_image_proxies_go_through_the_bodys_patch_embedding(swin, tmp_path):
     x, y = proxy_features("digits", "tiny-swin", swin, size=100, cache_dir=tmp_path)
-    assert x.shape == (100, swin.embed_dim) and y.dtype == torch.int64 and len(y.unique()) == 10
+    assert x.shape == (100, swin.embed_dim)
+    assert y.dtype == torch.int64
+    assert len(y.unique()) == 10
     # by hand: resize to the body's image size, its own conv + LayerNorm, mean over tokens
     from sklearn.datasets import load_digits
 
@@ -52,15 +54,18 @@ def test_features_are_cached_by_proxy_body_size_seed(swin, tmp_path):
     b = proxy_features("fake-images", "tiny-swin", swin, size=64, seed=0, cache_dir=tmp_path)
     assert torch.equal(a[0], b[0])
     c = proxy_features("fake-images", "tiny-swin", swin, size=64, seed=1, cache_dir=tmp_path)
-    assert not torch.equal(a[0], c[0]) and len(list((tmp_path / "proxies").glob("*.safetensors"))) == 2
+    assert not torch.equal(a[0], c[0])
+    assert len(list((tmp_path / "proxies").glob("*.safetensors"))) == 2
 
 
 def test_wnut16_is_real_labelled_text(minilm, tmp_path):
     x, y = proxy_features("wnut16", "minilm", minilm, size=500, cache_dir=tmp_path)
-    assert x.shape == (500, 384) and len(y.unique()) == 21  # WNUT-16's 21 tags, rare ones kept
+    assert x.shape == (500, 384)
+    assert len(y.unique()) == 21  # WNUT-16's 21 tags, rare ones kept
     assert torch.isfinite(x).all()
     fake_x, fake_y = proxy_features("fake-text", "minilm", minilm, size=500, cache_dir=tmp_path)
-    assert fake_x.shape == x.shape and len(fake_y.unique()) == CONLL_CLASSES  # no text_ys here
+    assert fake_x.shape == x.shape
+    assert len(fake_y.unique()) == CONLL_CLASSES  # no text_ys here
 
 
 def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
@@ -75,7 +80,8 @@ def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
         with open(folder / f"data_batch_{i}", "wb") as fh:
             pickle.dump(batch, fh)
     x, y = proxy_features("cifar10", "tiny-swin", swin, size=50, data_root=tmp_path, cache_dir=tmp_path)
-    assert x.shape == (50, swin.embed_dim) and y.max() < 10
+    assert x.shape == (50, swin.embed_dim)
+    assert y.max() < 10
 
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -89,7 +95,8 @@ def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
             b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + (np.arange(30) % 10).astype(np.uint8).tobytes()
         )
     x, y = proxy_features("mnist", "tiny-swin", swin, size=30, data_root=tmp_path, cache_dir=tmp_path)
-    assert x.shape == (30, swin.embed_dim) and y.tolist() == list(np.arange(30) % 10)
+    assert x.shape == (30, swin.embed_dim)
+    assert y.tolist() == list(np.arange(30) % 10)
 
 
 def test_missing_and_mismatched_proxy_files_say_what_to_do(swin, minilm, tmp_path):
@@ -111,7 +118,8 @@ def test_conll_feature_pair_as_orca_ships_it(tmp_path):
     np.save(tmp_path / "text_xs.npy", rng.standard_normal((40, 32, body.embed_dim)).astype(np.float32))
     np.save(tmp_path / "text_ys.npy", rng.integers(0, 5, 40))
     x, y = proxy_features("conll", "tiny-text", body, size=30, data_root=tmp_path, cache_dir=tmp_path)
-    assert x.shape == (30, body.embed_dim) and len(y) == 30
+    assert x.shape == (30, body.embed_dim)
+    assert len(y) == 30
     want = np.load(tmp_path / "text_xs.npy")[:30].mean(1)
     assert np.allclose(x.numpy(), want, atol=1e-6)
 
@@ -141,7 +149,9 @@ def test_cifar10_proxy_is_a_random_augmented_sample_as_orca(tmp_path):
     imgs, labels = _load_images("cifar10", 30, np.random.default_rng(3), tmp_path)
     again, _ = _load_images("cifar10", 30, np.random.default_rng(3), tmp_path)
     other, _ = _load_images("cifar10", 30, np.random.default_rng(4), tmp_path)
-    assert imgs.shape == (30, 3, 32, 32) and np.array_equal(imgs, again) and not np.array_equal(imgs, other)
+    assert imgs.shape == (30, 3, 32, 32)
+    assert np.array_equal(imgs, again)
+    assert not np.array_equal(imgs, other)
     assert labels.tolist() != list(range(20)) + list(range(10))  # not the first 30
     # every augmented image is a crop (offsets 0..8 of the zero-padded image), maybe mirrored
     src = data.reshape(100, 3, 32, 32)
@@ -177,7 +187,8 @@ def test_fake_images_are_torchvisions_fakedata():
     )
     for i in range(12):
         img, label = ref[i]
-        assert label == labels[i] and np.allclose(imgs[i], img.numpy(), atol=1e-6)
+        assert label == labels[i]
+        assert np.allclose(imgs[i], img.numpy(), atol=1e-6)
     shifted, _ = _load_images("fake-images", 12, np.random.default_rng(0), None, seed=1)
     assert not np.allclose(shifted, imgs)
 
@@ -189,6 +200,7 @@ def test_fake_text_takes_conlls_class_count(tmp_path):
     np.save(tmp_path / "text_xs.npy", np.ones((50, 4, body.embed_dim), np.float32))  # ORCA reads _32 first
     np.save(tmp_path / "text_ys.npy", np.arange(50) % 3)
     x, y = proxy_features("fake-text", "tiny-text", body, size=70, data_root=tmp_path, cache_dir=tmp_path)
-    assert len(y.unique()) == 7 and x.shape == (70, body.embed_dim)
+    assert len(y.unique()) == 7
+    assert x.shape == (70, body.embed_dim)
     cx, _ = proxy_features("conll", "tiny-text", body, size=10, data_root=tmp_path, cache_dir=tmp_path)
     assert not cx.any()

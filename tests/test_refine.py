@@ -14,7 +14,8 @@ from orca_ray.tasks import load_task
 
 
 def test_orca_hyperparameters_per_task():
-    assert hparams_for("ecg") == NB360_RECIPES["ecg"].refine and hparams_for("ecg").optimizer == "sgd"
+    assert hparams_for("ecg") == NB360_RECIPES["ecg"].refine
+    assert hparams_for("ecg").optimizer == "sgd"
     assert hparams_for("synthetic-cifar100").accum == 32
     assert hparams_for("osuleaf") == DEMO_HPARAMS
     with pytest.raises(ValueError, match="optimizer"):
@@ -118,7 +119,8 @@ def test_lr_per_micro_batch_starts_at_zero_and_steps_use_it():
     lam = hp.lr_lambda(steps_per_epoch=6)
     before = [p.detach().clone() for p in model.parameters()]
     _, records = _run(model, micro[:1], accum=1, lr=0.5, lam=lam)
-    assert records[0].lr == 0.0 and all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert records[0].lr == 0.0
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
     model = _linear()
     _, records = _run(model, micro, accum=2, lr=0.5, lam=lam)
     assert [r.lr for r in records] == pytest.approx([0.5 * t / 6 for t in range(6)])
@@ -133,7 +135,8 @@ def test_focal_loss_is_orcas():
 def test_refiner_schedule_counts_orcas_n_train(ecg):
     r = _tiny_run(ecg, epochs=1, warmup_epochs=1)
     n = math.ceil(len(ecg.train) / 16)
-    assert r.steps_per_epoch == n and r.optimizer.param_groups[0]["lr"] == 0.0
+    assert r.steps_per_epoch == n
+    assert r.optimizer.param_groups[0]["lr"] == 0.0
     seen = []
     r.train_batches(
         [(ecg.train.x[i : i + 16], ecg.train.y[i : i + 16]) for i in range(0, 64, 16)], seen.append
@@ -190,16 +193,14 @@ def test_checkpoint_holds_only_trainable_weights(ecg):
     r = _tiny_run(ecg, epochs=1)
     apply_freeze(r.model, {"body"})
     names = set(r.state_dict()["model"])
-    assert names and not any(n.startswith("body.") for n in names)
+    assert names
+    assert not any(n.startswith("body.") for n in names)
 
 
 @pytest.mark.parametrize("name", ["synthetic-darcy", "synthetic-deepsea"])
 def test_dense_and_multilabel_losses_train(name):
     task = load_task(name, seed=0)
-    if name == "synthetic-darcy":
-        body = load_body("tiny-swin")
-    else:
-        body = load_body("tiny-text")
+    body = load_body("tiny-swin") if name == "synthetic-darcy" else load_body("tiny-text")
     model = build_model(task, body, aligned=True, target_seq_len=64, seed=0)
     hp = RefineHParams("adamw", 1e-3, epochs=2, decay_epochs=2, batch_size=8)
     results = list(Refiner(model, task, hp, seed=0, max_steps_per_epoch=4).fit())
@@ -225,7 +226,8 @@ def test_orca_protocol_selects_on_test_and_scores_in_chunks():
 
     honest = load_task("synthetic-ecg", seed=0)
     task = load_task("synthetic-ecg", seed=0, protocol="orca")
-    assert task.val is task.test and len(task.train) == len(honest.train) + len(honest.val)
+    assert task.val is task.test
+    assert len(task.train) == len(honest.train) + len(honest.val)
     model = build_model(task, load_body("tiny-text"), aligned=False, seed=0)
     hp = RefineHParams("adamw", 1e-3, epochs=1, decay_epochs=1, batch_size=4, eval_batch_size=64)
     r = Refiner(model, task, hp, seed=0, protocol="orca", max_steps_per_epoch=2)
@@ -261,5 +263,6 @@ def test_task_augmentation_reaches_the_training_batches():
         Refiner(Probe(), t, hp, seed=0).run_epoch()
         train_x = torch.cat([x for training, x in seen if training])
         eval_x = torch.cat([x for training, x in seen if not training])
-        assert len(train_x) == len(t.train) and bool((train_x == -9.0).any()) == padded
+        assert len(train_x) == len(t.train)
+        assert bool((train_x == -9.0).any()) == padded
         assert not (eval_x == -9.0).any()

@@ -26,7 +26,8 @@ def test_estimate_remaining_from_finished_trials():
 def test_format_duration():
     assert format_duration(0) == "0:00:00"
     assert format_duration(3725.4) == "1:02:05"
-    assert format_duration(math.nan) == "?" and format_duration(None) == "?"
+    assert format_duration(math.nan) == "?"
+    assert format_duration(None) == "?"
 
 
 def _trial(config: dict, status: str, result: dict | None = None) -> Trial:
@@ -92,7 +93,8 @@ def test_progress_line_counts_and_eta():
     line = reporter.progress_line(trials, now=1100.0)
     # mean 40 s: one pending (40 s) + the running one's 30 s left, one running
     assert "2 done, 1 running, 1 pending of 4" in line
-    assert "elapsed 0:01:40" in line and "ETA ~0:01:10 (mean 40 s per finished trial)" in line
+    assert "elapsed 0:01:40" in line
+    assert "ETA ~0:01:10 (mean 40 s per finished trial)" in line
 
 
 @pytest.mark.slow
@@ -124,7 +126,9 @@ def test_sweep_console_reads_like_the_study(ray_local, tmp_path, capfd):
     assert f"live Parquet:    {spec.results_root}" in out
     assert "one trial's log: tail -f" in out
     assert "2 done, 0 running, 0 pending of 2" in out
-    assert "emb.ep" in out and "OTDD" in out and "synthetic-satellite" in out
+    assert "emb.ep" in out
+    assert "OTDD" in out
+    assert "synthetic-satellite" in out
     for noise in ("Checkpoint successfully created", "'device'", "{'trial'", "Current best trial"):
         assert noise not in out
     # the printed instruction finds each trial's log, which holds its epoch lines

@@ -239,9 +239,11 @@ def test_read_results(sweep_run):
     # sorted by sweep, trial, phase (align first), epoch
     order = df[["trial_id", "phase", "epoch"]].to_records(index=False).tolist()
     assert order == sorted(order, key=lambda r: (r[0], ["align", "refine"].index(r[1]), r[2]))
-    assert str(df["epoch"].dtype) == "int32" and str(df["seed"].dtype) == "int32"
+    assert str(df["epoch"].dtype) == "int32"
+    assert str(df["seed"].dtype) == "int32"
     assert str(df["embedder_epochs"].dtype) == "int32"
-    assert df["otdd"].dtype == np.float64 and df["val_score"].dtype == np.float64
+    assert df["otdd"].dtype == np.float64
+    assert df["val_score"].dtype == np.float64
     assert str(df["reported_at"].dtype) == "datetime64[us, UTC]"
     assert df["node"].notna().all()
     for cj, seed in zip(df["config_json"], df["seed"]):
@@ -266,7 +268,9 @@ def test_duckdb(sweep_run):
     glob = f"{sweep_run.root}/**/*.parquet"
     rel = duckdb.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
     types = dict(zip(rel.columns, map(str, rel.types)))
-    assert types["epoch"] == "INTEGER" and types["otdd"] == "DOUBLE" and types["sweep"] == "VARCHAR"
+    assert types["epoch"] == "INTEGER"
+    assert types["otdd"] == "DOUBLE"
+    assert types["sweep"] == "VARCHAR"
     assert types["reported_at"].startswith("TIMESTAMP WITH TIME ZONE")
     df = rel.df()
     assert_rows_equal(df, expected_frame(GRID, SWEEP))
@@ -370,7 +374,8 @@ def test_upsert_last_wins_and_reload(tmp_path):
     sink.on_trial_result(0, [], t, contract_row(GRID[0], "refine", 1, attempt=7))  # re-reported epoch
     sink.on_trial_result(0, [], t, {"training_iteration": 9})  # not a contract row: ignored
     df = read_results(str(tmp_path))
-    assert len(df) == 4 and df.loc[df["phase"] == "refine", "seconds"].tolist() == [7.0]
+    assert len(df) == 4
+    assert df.loc[df["phase"] == "refine", "seconds"].tolist() == [7.0]
 
     # a fresh sink (a restored driver) that sees the trial again keeps the rows already on disk
     fresh = ParquetSink(str(tmp_path), "s")
@@ -459,7 +464,8 @@ def test_trial_retry_after_failure(ray_local, tmp_path):
         ),
     ).fit()
     print(f"retry run: {time.perf_counter() - t0:.1f} s")
-    assert marker.exists() and not grid.errors
+    assert marker.exists()
+    assert not grid.errors
     df = read_results(str(tmp_path / "results"))
     # refine 2 was reported by both attempts: exactly once, the retry's; refine 3 only by the retry
     assert_rows_equal(df, expected_frame(configs, "retry", lambda c, p, e: int((p, e) >= ("refine", 2))))
@@ -502,13 +508,15 @@ def test_driver_stop_and_restore(ray_local, tmp_path):
     restored = tune.Tuner.restore(str(tmp_path / "ray" / "exp"), resumable_trainable, resume_unfinished=True)
     # Ray rebuilds the callbacks from the Tuner's pickle: a new sink object, state restored via set_state
     sink = restored._local_tuner.get_run_config().callbacks[0]
-    assert isinstance(sink, ParquetSink) and sink is not first
+    assert isinstance(sink, ParquetSink)
+    assert sink is not first
     grid = restored.fit()
     print(f"stop + restore: {time.perf_counter() - t0:.1f} s")
     assert not grid.errors
     df = read_results(str(root))
     assert_rows_equal(df, expected_frame(configs, "restore"))
-    assert set(partial["trial_id"]) <= set(df["trial_id"]) and df["trial_id"].nunique() == len(configs)
+    assert set(partial["trial_id"]) <= set(df["trial_id"])
+    assert df["trial_id"].nunique() == len(configs)
     # the resumed trials continued from their checkpoints: every row of the first run is still there, and
     # none was reported again (same reported_at) except possibly each trial's last one before the stop,
     # whose checkpoint Tune may not have persisted when the driver stopped

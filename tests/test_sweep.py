@@ -66,12 +66,13 @@ def test_sweep_writes_every_row_once(ray_local, tmp_path):
     spec = SweepSpec(name="grid", space=space(tmp_path), storage=str(tmp_path / "store"), analysis=True)
     configs = expand_grid(spec.space)
     grid = run_sweep(spec)
-    assert not grid.errors and len(grid) == 4
+    assert not grid.errors
+    assert len(grid) == 4
     df = read_results(spec.results_root)
     assert sorted(row_keys(df)) == sorted(expected_rows(configs))  # every row, exactly once
-    assert (
-        set(df["sweep"]) == {"grid"} and set(df["body"]) == {"tiny-text"} and set(df["proxy"]) == {"wnut16"}
-    )
+    assert set(df["sweep"]) == {"grid"}
+    assert set(df["body"]) == {"tiny-text"}
+    assert set(df["proxy"]) == {"wnut16"}
     refine = df[df.phase == "refine"]
     assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
     assert set(df["node_id"]) == {ray.get_runtime_context().get_node_id()}  # where each row ran (one node)
@@ -134,12 +135,14 @@ def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
     )
     configs = expand_grid(spec.space)
     run_sweep(spec)  # returns when SIGINT stops the driver mid-sweep
-    assert (tmp_path / "stopped").exists() and (tmp_path / "killed").exists()
+    assert (tmp_path / "stopped").exists()
+    assert (tmp_path / "killed").exists()
     partial = read_results(spec.results_root)
     assert 0 < len(partial) < len(expected_rows(configs))
 
     grid = run_sweep(spec)  # the same command again: Tuner.restore
-    assert not grid.errors and len(grid) == 4
+    assert not grid.errors
+    assert len(grid) == 4
     df = read_results(spec.results_root)
     assert sorted(row_keys(df)) == sorted(expected_rows(configs))
     # rows written before the stop are all still there; refine rows were kept as they were (not reported
@@ -149,7 +152,8 @@ def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
     assert len(both) == len(partial)
     again = both[both["reported_at_before"] != both["reported_at_after"]]
     assert (again["phase"] == "align").all(), again[["trial_id", "phase", "epoch"]]
-    assert (again["seconds_after"] == 0).all() and (again["otdd_after"] == again["otdd_before"]).all()
+    assert (again["seconds_after"] == 0).all()
+    assert (again["otdd_after"] == again["otdd_before"]).all()
     # the killed trial resumed from its refine-epoch-1 checkpoint and every trial continued from checkpoints:
     # in Tune's own logs no refine epoch was ever run twice
     logs = tune_results(Path(spec.experiment_path))
@@ -176,9 +180,9 @@ def test_dry_run_starts_no_ray():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (
-        "18 trials" in done.stdout and "GPU-hours" in done.stdout and "italypowerdemand-pooled" in done.stdout
-    )
+    assert "18 trials" in done.stdout
+    assert "GPU-hours" in done.stdout
+    assert "italypowerdemand-pooled" in done.stdout
     assert "6 random-init-body trials more" in done.stdout  # the baselines, one per task and seed
     assert "ray initialized: False" in done.stdout
 
@@ -206,14 +210,17 @@ def test_optuna_search_with_asha_over_the_real_trainable(ray_local, tmp_path):
         analysis=False,
     )
     grid = run_sweep(spec)
-    assert not grid.errors and len(grid) == 3
+    assert not grid.errors
+    assert len(grid) == 3
     df = read_results(spec.results_root)
-    assert df["trial_id"].nunique() == 3 and df["lr"].nunique() == 3
+    assert df["trial_id"].nunique() == 3
+    assert df["lr"].nunique() == 3
     best = grid.get_best_result(metric="best_val_score", mode="min")
     assert best.metrics["best_val_score"] == df[df.phase == "refine"]["val_score"].min()
     for _, rows in df.groupby("trial_id"):
         refine = rows[rows.phase == "refine"]["epoch"].tolist()
-        assert refine == list(range(1, len(refine) + 1)) and len(refine) >= 1  # ASHA may stop after epoch 1
+        assert refine == list(range(1, len(refine) + 1))
+        assert len(refine) >= 1  # ASHA may stop after epoch 1
 
 
 @pytest.mark.slow
@@ -226,7 +233,8 @@ def test_grid_with_asha_and_best_val_score_is_the_trials_minimum(ray_local, tmp_
         analysis=False,
     )
     grid = run_sweep(spec)
-    assert not grid.errors and len(grid) == 2
+    assert not grid.errors
+    assert len(grid) == 2
     df = read_results(spec.results_root)
     for result in grid:
         rows = df[(df.trial_id == result.metrics["trial_id"]) & (df.phase == "refine")]
@@ -252,11 +260,17 @@ def test_cli_takes_a_scripts_default_tasks_per_preset(capsys):
         return capsys.readouterr().out
 
     out = plan("--preset", "paper")
-    assert "6 trials" in out and "satellite" in out and "ecg" in out and "cifar100" not in out
+    assert "6 trials" in out
+    assert "satellite" in out
+    assert "ecg" in out
+    assert "cifar100" not in out
     out = plan("--preset", "paper", "--tasks", "deepsea")
-    assert "3 trials" in out and "satellite" not in out
+    assert "3 trials" in out
+    assert "satellite" not in out
     out = plan("--preset", "demo")
-    assert "6 trials" in out and "digits" in out and "italypowerdemand-pooled" in out
+    assert "6 trials" in out
+    assert "digits" in out
+    assert "italypowerdemand-pooled" in out
 
 
 def test_protocol_flag_is_a_grid_axis_and_seed_paper_batch_sizes():
@@ -276,5 +290,7 @@ def test_protocol_flag_is_a_grid_axis_and_seed_paper_batch_sizes():
     grids = seed_paper_batch_sizes({"task": ["satellite", "deepsea", "ecg"], "protocol": ["honest", "orca"]})
     configs = expand_grid([{**g, "body": "roberta-base"} for g in grids])
     got = {(c.task, c.protocol): (c.batch_size, c.accum) for c in configs}
-    assert got[("satellite", "orca")] == (64, 1) and got[("ecg", "honest")] == (32, 1)
-    assert got[("deepsea", "orca")] == (None, None) and len(got) == 6
+    assert got[("satellite", "orca")] == (64, 1)
+    assert got[("ecg", "honest")] == (32, 1)
+    assert got[("deepsea", "orca")] == (None, None)
+    assert len(got) == 6

@@ -17,8 +17,11 @@ from orca_ray.tasks.synthetic import synthetic_darcy
 )
 def test_bundled_real_tasks(name, shape, classes):
     task = load_task(name, seed=3)
-    assert task.input_shape == shape and task.num_outputs == classes and task.kind == "classification"
-    assert task.train.x.dtype == np.float32 and task.train.y.dtype == np.int64
+    assert task.input_shape == shape
+    assert task.num_outputs == classes
+    assert task.kind == "classification"
+    assert task.train.x.dtype == np.float32
+    assert task.train.y.dtype == np.int64
     assert set(np.unique(task.train.y)) == set(range(classes))
     # the validation split is carved from train with the seed: disjoint, and the same for the same seed
     again = load_task(name, seed=3)
@@ -53,7 +56,8 @@ def test_synthetic_nb360_shapes(name, modality, kind, shape, outputs, metric):
 
 def test_darcy_targets_normalised_and_decodable():
     task = synthetic_darcy(seed=0)
-    assert task.output_shape == (85, 85) and task.y_normalizer is not None
+    assert task.output_shape == (85, 85)
+    assert task.y_normalizer is not None
     assert abs(float(task.train.y.mean())) < 0.2
     raw = task.y_normalizer.decode(task.test.y)
     assert np.allclose(task.y_normalizer.encode(raw), task.test.y, atol=1e-5)
@@ -84,7 +88,9 @@ def test_npz_loader_kinds(tmp_path):
     cls = load_task(
         _save(tmp_path, x_train=x, y_train=np.arange(60) % 3, x_test=x[:10], y_test=np.arange(10) % 3)
     )
-    assert cls.kind == "classification" and cls.num_outputs == 3 and cls.modality == "1d"
+    assert cls.kind == "classification"
+    assert cls.num_outputs == 3
+    assert cls.modality == "1d"
     multi = load_task(
         _save(
             tmp_path,
@@ -94,34 +100,39 @@ def test_npz_loader_kinds(tmp_path):
             y_test=np.zeros((10, 5), np.float32),
         )
     )
-    assert multi.kind == "multilabel" and multi.num_outputs == 5
+    assert multi.kind == "multilabel"
+    assert multi.num_outputs == 5
     img = rng.standard_normal((40, 1, 12, 12)).astype(np.float32)
     reg = load_task(_save(tmp_path, x_train=img, y_train=img[:, 0] * 2, x_test=img[:5], y_test=img[:5, 0]))
-    assert reg.kind == "regression" and reg.output_shape == (12, 12) and reg.modality == "2d"
+    assert reg.kind == "regression"
+    assert reg.output_shape == (12, 12)
+    assert reg.modality == "2d"
 
 
 @pytest.mark.parametrize(
     ("arrays", "field", "problem"),
     [
-        (dict(x_train=np.zeros((20, 2, 2, 2, 2))), "x_train", "expected"),
-        (dict(x_train=np.full((20, 1, 8), np.nan, np.float32)), "train.x", "NaN"),
-        (dict(y_test=np.array([0, 1, -1, 0])), "y_test", "label '-1' never occurs in training"),
-        (dict(y_train=np.zeros(19, int)), "y_train", "19 rows"),
-        (dict(x_test=np.zeros((4, 1, 9), np.float32)), "test.x", "sample shape"),
+        ({"x_train": np.zeros((20, 2, 2, 2, 2))}, "x_train", "expected"),
+        ({"x_train": np.full((20, 1, 8), np.nan, np.float32)}, "train.x", "NaN"),
+        ({"y_test": np.array([0, 1, -1, 0])}, "y_test", "label '-1' never occurs in training"),
+        ({"y_train": np.zeros(19, int)}, "y_train", "19 rows"),
+        ({"x_test": np.zeros((4, 1, 9), np.float32)}, "test.x", "sample shape"),
     ],
 )
 def test_npz_bad_input_names_file_and_field(tmp_path, arrays, field, problem):
-    base = dict(
-        x_train=np.random.default_rng(0).standard_normal((20, 1, 8)).astype(np.float32),
-        y_train=np.arange(20) % 2,
-        x_test=np.zeros((4, 1, 8), np.float32),
-        y_test=np.zeros(4, int),
-    )
+    base = {
+        "x_train": np.random.default_rng(0).standard_normal((20, 1, 8)).astype(np.float32),
+        "y_train": np.arange(20) % 2,
+        "x_test": np.zeros((4, 1, 8), np.float32),
+        "y_test": np.zeros(4, int),
+    }
     base.update(arrays)
     name = _save(tmp_path, **base)
     with pytest.raises(TaskDataError) as err:
         load_task(name, kind="classification")
-    assert "data.npz" in str(err.value) and field in str(err.value) and problem in str(err.value)
+    assert "data.npz" in str(err.value)
+    assert field in str(err.value)
+    assert problem in str(err.value)
 
 
 def test_npz_missing_field_and_file(tmp_path):
@@ -150,7 +161,8 @@ def test_empty_class_in_train_is_an_error():
 def test_carve_validation_keeps_every_class():
     y = np.array([0] * 20 + [1] * 2 + [2])
     train, val = carve_validation(Split(np.zeros((23, 1, 2), np.float32), y), 0.2, seed=0)
-    assert set(train.y) == {0, 1, 2} and len(train) + len(val) == 23
+    assert set(train.y) == {0, 1, 2}
+    assert len(train) + len(val) == 23
 
 
 def test_pooled_italypowerdemand_keeps_a_fixed_test_split():
@@ -160,8 +172,11 @@ def test_pooled_italypowerdemand_keeps_a_fixed_test_split():
         load_task("italypowerdemand-pooled", seed=0, val_fraction=0.25),
         load_task("italypowerdemand-pooled", seed=1, val_fraction=0.25),
     )
-    assert len(a.train) + len(a.val) + len(a.test) == 1096 and len(a.test) == 329 and len(a.val) == 192
-    assert np.array_equal(a.test.x, b.test.x) and not np.array_equal(a.val.x, b.val.x)
+    assert len(a.train) + len(a.val) + len(a.test) == 1096
+    assert len(a.test) == 329
+    assert len(a.val) == 192
+    assert np.array_equal(a.test.x, b.test.x)
+    assert not np.array_equal(a.val.x, b.val.x)
     test_rows = {r.tobytes() for r in a.test.x}
     assert not any(r.tobytes() in test_rows for r in np.concatenate([a.train.x, a.val.x]))
     assert abs(a.test.y.mean() - 0.5) < 0.01  # stratified (513 / 516 + 34 / 33 per class)

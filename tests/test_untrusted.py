@@ -55,8 +55,10 @@ def test_plain_pickles_round_trip_in_every_protocol(tmp_path):
         assert got.keys() == d.keys()
         np.testing.assert_array_equal(got["data"], d["data"])
         assert got["data"].dtype == np.uint8
-        assert got["fine_labels"] == [3, 1] and got["filenames"] == [b"a.png", b"b.png"]
-        assert got["scalar"] == np.float32(1.5) and got["scalar"].dtype == np.float32
+        assert got["fine_labels"] == [3, 1]
+        assert got["filenames"] == [b"a.png", b"b.png"]
+        assert got["scalar"] == np.float32(1.5)
+        assert got["scalar"].dtype == np.float32
         assert got["nested"] == d["nested"]
         assert got["label"].tolist() == ["N", "A", "O", "~"]
 
@@ -75,7 +77,8 @@ def test_object_array_of_recordings_round_trips(tmp_path):
     p = tmp_path / "challenge2017.pkl"
     p.write_bytes(pickle.dumps(d))
     got = untrusted.load_pickle(p)
-    assert got["data"].dtype == object and len(got["data"]) == 4
+    assert got["data"].dtype == object
+    assert len(got["data"]) == 4
     for a, b in zip(got["data"], d["data"]):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == np.int16
@@ -134,12 +137,14 @@ def test_load_npy_plain_arrays_memory_map_and_object_arrays_are_restricted(tmp_p
     plain = tmp_path / "ninapro_train.npy"
     np.save(plain, np.arange(6.0).reshape(2, 3))
     m = untrusted.load_npy(plain, mmap_mode="r")
-    assert isinstance(m, np.memmap) and m.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert isinstance(m, np.memmap)
+    assert m.tolist() == [[0, 1, 2], [3, 4, 5]]
 
     sat = tmp_path / "satellite_train.npy"
     np.save(sat, {"data": np.ones((2, 46)), "label": np.array([1, 24])}, allow_pickle=True)
     d = untrusted.load_npy(sat)[()]
-    assert d["data"].shape == (2, 46) and d["label"].tolist() == [1, 24]
+    assert d["data"].shape == (2, 46)
+    assert d["label"].tolist() == [1, 24]
 
     canary = tmp_path / "canary"
     evil = tmp_path / "satellite_test.npy"
@@ -196,7 +201,8 @@ def test_restore_check_accepts_what_the_head_wrote_and_refuses_the_rest(tmp_path
     exp = make_experiment(tmp_path)
     untrusted.record_driver_state(str(exp))
     ledger = untrusted.ledger_path(str(exp))
-    assert ledger.parent == ledgers and stat.S_IMODE(ledger.stat().st_mode) == 0o600
+    assert ledger.parent == ledgers
+    assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     assert untrusted.verify_driver_state(str(exp))
 
     # workers' files are not driver state: a new checkpoint or result changes nothing
@@ -213,8 +219,10 @@ def test_restore_check_accepts_what_the_head_wrote_and_refuses_the_rest(tmp_path
         with pytest.raises(UntrustedStateError) as e:
             untrusted.verify_driver_state(str(exp))
         msg = str(e.value)
-        assert f"{exp}/{rel} (sha256 " in msg and "is not a file this head wrote" in msg, msg
-        assert "--trust-storage" in msg and "\n" not in msg
+        assert f"{exp}/{rel} (sha256 " in msg, msg
+        assert "is not a file this head wrote" in msg, msg
+        assert "--trust-storage" in msg
+        assert "\n" not in msg
         if saved is None:
             target.unlink()
         else:
@@ -251,7 +259,8 @@ def test_no_ledger_is_refused_and_the_override_records(tmp_path, ledgers):
     exp = make_experiment(tmp_path)
     with pytest.raises(UntrustedStateError) as e:
         untrusted.verify_driver_state(str(exp))
-    assert "has no record of writing its driver state" in str(e.value) and "--trust-storage" in str(e.value)
+    assert "has no record of writing its driver state" in str(e.value)
+    assert "--trust-storage" in str(e.value)
     untrusted.verify_driver_state(str(exp), trust=True)
     untrusted.verify_driver_state(str(exp))  # recorded by the override
 

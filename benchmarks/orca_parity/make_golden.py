@@ -422,12 +422,15 @@ REFINE_FAMILIES = {
 
 def family_settings(name: str, opts) -> dict:
     return {
-        "sgd_accum": dict(accum=opts.accum, clip=-1, micro=opts.micro, batch=opts.refine_batch),
-        "adam_clip": dict(accum=1, clip=opts.clip, micro=max(2, opts.micro // 2), batch=2),
-        "adamw_warmup": dict(
-            accum=opts.accum + 1, clip=-1, micro=opts.micro + 2, batch=opts.refine_batch * 2
-        ),
-        "adamw_darcy": dict(accum=1, clip=-1, micro=2, batch=2),
+        "sgd_accum": {"accum": opts.accum, "clip": -1, "micro": opts.micro, "batch": opts.refine_batch},
+        "adam_clip": {"accum": 1, "clip": opts.clip, "micro": max(2, opts.micro // 2), "batch": 2},
+        "adamw_warmup": {
+            "accum": opts.accum + 1,
+            "clip": -1,
+            "micro": opts.micro + 2,
+            "batch": opts.refine_batch * 2,
+        },
+        "adamw_darcy": {"accum": 1, "clip": -1, "micro": 2, "batch": 2},
     }[name]
 
 
@@ -609,7 +612,7 @@ def align_one(orca, g: Golden, opts, k: int, task: str, proxy: str) -> None:
 
     E = orca.embedder
     rng = np.random.default_rng([opts.seed, 4, k])
-    shape, num_classes_task, _ = sample_shape_of(orca, task, opts)
+    shape, _num_classes_task, _ = sample_shape_of(orca, task, opts)
     n_cls = opts.align_classes
     sizes = [opts.align_per_class + c for c in range(n_cls)]
     ty = np.concatenate([np.full(n, c) for c, n in enumerate(sizes)])
@@ -1027,7 +1030,7 @@ def main(argv=None) -> None:
     patch_from_pretrained(orca.transformers)
     out = opts.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("*.npz")) + [out / MANIFEST]:
+    for old in [*out.glob("*.npz"), out / MANIFEST]:
         old.unlink(missing_ok=True)
     g = Golden(out)
     groups = opts.only or [

@@ -15,6 +15,7 @@ their processes without touching any other Ray on the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -70,10 +71,8 @@ def raylets(run_id: str) -> list[int]:
 
 def _kill(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 # ---- Ray and Parquet views -------------------------------------------------------------------------------

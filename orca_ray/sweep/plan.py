@@ -195,7 +195,7 @@ def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None =
         tot["cpu_hours"] += e["cpu_hours"]
         print(
             "  "
-            + "  ".join(f"{str(getattr(c, k)):>16}" for k in shown)
+            + "  ".join(f"{getattr(c, k)!s:>16}" for k in shown)
             + f"  {e['gpu_hours']:8.3f}  {e['cpu_hours']:8.2f}",
             file=out,
         )

@@ -31,24 +31,24 @@ from .base import (
 from .specs import PATH_FORMS, PATH_PREFIXES, absolute_spec, local_path, split_spec, task_slug
 
 __all__ = [
+    "PATH_PREFIXES",
+    "PROTOCOLS",
     "Split",
     "Task",
     "TaskDataError",
+    "TaskInfo",
     "UnitGaussianNormalizer",
+    "absolute_spec",
+    "available_tasks",
     "carve_validation",
     "limit_samples",
-    "orca_composition",
-    "PROTOCOLS",
-    "register_task",
     "load_task",
-    "available_tasks",
-    "task_info",
-    "TaskInfo",
-    "PATH_PREFIXES",
+    "orca_composition",
+    "register_task",
     "split_spec",
-    "absolute_spec",
-    "task_slug",
+    "task_info",
     "task_modality",
+    "task_slug",
 ]
 
 

@@ -272,14 +272,14 @@ def load_ucr_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
         notes["resampled"] = f"{rs_tr + rs_te} series channels resampled to length {length}"
     if fill_tr + fill_te:
         notes["missing"] = f"{fill_tr + fill_te} series channels had missing values interpolated"
-    common = dict(
-        name=f"ucr:{name}",
-        modality="1d",
-        input_shape=x_tr.shape[1:],
-        source=str(train_file.parent / f"{name}_{{TRAIN,TEST}}{train_file.suffix}"),
-        notes=notes,
-        files=(str(train_file), str(test_file)),
-    )
+    common = {
+        "name": f"ucr:{name}",
+        "modality": "1d",
+        "input_shape": x_tr.shape[1:],
+        "source": str(train_file.parent / f"{name}_{{TRAIN,TEST}}{train_file.suffix}"),
+        "notes": notes,
+        "files": (str(train_file), str(test_file)),
+    }
     if regression or (y_tr.dtype.kind == "f" and not is_class_labels(y_tr)):
         if y_tr.dtype.kind != "f" or y_te.dtype.kind != "f":
             raise TaskDataError(f"{train_file}: field label: regression targets must all be numbers")

@@ -228,7 +228,7 @@ def _try_load(task: str, root: Path, problems: list[str]) -> dict | None:
         elif t.kind == "multilabel":
             d["positive_rate"] = round(float(np.asarray(s.y[:100_000]).mean()), 4)
         if s.groups is not None:
-            d["groups"] = int(len(np.unique(s.groups)))
+            d["groups"] = len(np.unique(s.groups))
         out["splits"][name] = d
     return out
 
