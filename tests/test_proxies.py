@@ -102,7 +102,7 @@ def test_cifar10_batches_and_mnist_idx_from_a_local_folder(swin, tmp_path):
 def test_missing_and_mismatched_proxy_files_say_what_to_do(swin, minilm, tmp_path):
     with pytest.raises(ProxyDataError, match="--data-root"):
         proxy_features("cifar10", "tiny-swin", swin, data_root=None, cache_dir=tmp_path)
-    with pytest.raises(ProxyDataError, match="cifar-10-python.tar.gz"):
+    with pytest.raises(ProxyDataError, match=r"cifar-10-python\.tar\.gz"):
         proxy_features("cifar10", "tiny-swin", swin, data_root=tmp_path, cache_dir=tmp_path)
     with pytest.raises(ProxyDataError, match="train-images-idx3-ubyte"):
         proxy_features("mnist", "tiny-swin", swin, data_root=tmp_path, cache_dir=tmp_path)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -438,7 +439,7 @@ def test_state_roundtrip(tmp_path):
 
 def test_bad_sweep_name(tmp_path):
     for bad in ("", "_hidden", ".dot", "a/b", "x=y"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"^sweep name {re.escape(repr(bad))} must match"):
             ParquetSink(str(tmp_path), bad)
 
 

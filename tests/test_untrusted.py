@@ -111,7 +111,7 @@ def test_payload_inside_an_object_array_is_refused(tmp_path):
     data[:] = [np.arange(3), Payload(canary)]
     p = tmp_path / "challenge2017.pkl"
     p.write_bytes(pickle.dumps({"data": data, "label": np.array(["N", "A"])}))
-    with pytest.raises(UnsafePickleError, match="posix.system"):
+    with pytest.raises(UnsafePickleError, match=r"posix\.system"):
         untrusted.load_pickle(p)
     assert not canary.exists()
 
@@ -158,7 +158,7 @@ def test_load_npy_plain_arrays_memory_map_and_object_arrays_are_restricted(tmp_p
 def test_load_npy_rejects_non_npy(tmp_path):
     p = tmp_path / "x.npy"
     p.write_bytes(b"not numpy")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="magic string is not correct"):
         untrusted.load_npy(p)
 
 
@@ -251,7 +251,7 @@ def test_killed_driver_newest_files_are_accepted_from_its_local_staging(tmp_path
     (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "newer"}))
     untrusted.verify_driver_state(str(exp))
     (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "planted"}))
-    with pytest.raises(UntrustedStateError, match="callback-states-2026.pkl"):
+    with pytest.raises(UntrustedStateError, match=r"callback-states-2026\.pkl"):
         untrusted.verify_driver_state(str(exp))
 
 
@@ -281,7 +281,7 @@ def test_local_weights_are_loaded_weights_only(tmp_path):
 
     canary = tmp_path / "canary"
     torch.save({"patch_embed.proj.weight": Payload(canary)}, tmp_path / "evil.pth")
-    with pytest.raises(Exception, match="posix.system|Weights only load failed|weights_only"):
+    with pytest.raises(Exception, match=r"posix\.system|Weights only load failed|weights_only"):
         load_body(f"timm:test_vit@{tmp_path}/evil.pth")
     folder = tmp_path / "bert"
     folder.mkdir()
@@ -289,7 +289,7 @@ def test_local_weights_are_loaded_weights_only(tmp_path):
     config |= {"intermediate_size": 16, "vocab_size": 30, "max_position_embeddings": 16}
     (folder / "config.json").write_text(json.dumps(config))
     torch.save({"embeddings.word_embeddings.weight": Payload(canary)}, folder / "pytorch_model.bin")
-    with pytest.raises(Exception, match="posix.system|Weights only load failed|weights_only"):
+    with pytest.raises(Exception, match=r"posix\.system|Weights only load failed|weights_only"):
         load_body(str(folder))
     assert not canary.exists()
 

@@ -218,9 +218,10 @@ def _int_labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
             f"labels must have shape ({n},) to match the data, got {y.shape}",
             "pair every data file with its own label file",
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.number) or not np.array_equal(y, np.round(y)):
-            raise _bad_file(path, f"labels must be integers, got {y.dtype}", "store class indices")
+    if not np.issubdtype(y.dtype, np.integer) and (
+        not np.issubdtype(y.dtype, np.number) or not np.array_equal(y, np.round(y))
+    ):
+        raise _bad_file(path, f"labels must be integers, got {y.dtype}", "store class indices")
     return y.astype(np.int64)
 
 
