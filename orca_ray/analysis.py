@@ -11,6 +11,7 @@ only when the data has what it needs (otherwise a note is printed):
 - fig4_freeze_masks.png              final test score per freeze mask, without / with embedder training
 - fig5_pretraining_scale.png         final test score vs the body's pretraining tokens
 - final_scores.md                    mean ± std over seeds of the final test score and final OTDD
+                                     (`orca_ray.tables`, which needs neither matplotlib nor Ray)
 
 Every figure is faceted by task and shows the mean over seeds with ± 1 std (sample std) as a band or error
 bar. The "final" score of a trial is the test score at its best-validation refine epoch (`final_scores`).
@@ -45,8 +46,17 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from orca_ray.baselines import KINDS as BASELINE_KINDS
-from orca_ray.baselines import LINEAR, RANDOM_BODY, baseline_kind
+from orca_ray.baselines import LINEAR, RANDOM_BODY
 from orca_ray.results import final_scores, read_results
+from orca_ray.tables import (
+    FACTORS,
+    TABLE,
+    keyed,
+    mean_std,
+    split_baselines,
+    task_names,
+    write_final_scores,
+)
 
 METRIC_LABELS = {
     "error": "0-1 error",
@@ -54,8 +64,6 @@ METRIC_LABELS = {
     "1-macro-f1": "1 − macro F1",
     "rel-l2": "relative L2",
 }
-# the settings a trial differs in besides its seed (pretraining_tokens follows the body)
-FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol")
 FREEZE_ORDER = ("none", "embedder", "body", "embedder+body")
 # Warstadt et al. (2020) pretraining-scale series, smallest first: the fallback order when tokens are unknown
 BODY_ORDER = (
@@ -65,7 +73,6 @@ BODY_ORDER = (
     "roberta-base",
     "FacebookAI/roberta-base",
 )
-MISSING = "–"
 # horizontal baseline lines: (colour, line style), outside the C0..C9 cycle the factor plots use
 BASELINE_STYLE = {LINEAR: ("black", ":"), RANDOM_BODY: ("black", "-.")}
 
@@ -73,7 +80,6 @@ FIG2 = "fig2_finetune_curves_by_proxy.png"
 FIG3 = "fig3_otdd_vs_score.png"
 FIG4 = "fig4_freeze_masks.png"
 FIG5 = "fig5_pretraining_scale.png"
-TABLE = "final_scores.md"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,25 +94,6 @@ def metric_label(metrics: Sequence) -> str:
     """
     names = sorted({str(m) for m in metrics if isinstance(m, str)})
     return " / ".join(METRIC_LABELS.get(m, m) for m in names) or "score"
-
-
-def _mean_std(values) -> tuple[float, float, int]:
-    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=np.float64)
-    if len(v) == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
-
-
-def _keyed(fs: pd.DataFrame) -> pd.DataFrame:
-    """Factor columns as plain hashable values (NaN → MISSING) for grouping."""
-    out = fs.copy()
-    for c in FACTORS:
-        col = out[c].astype(object)
-        out["_" + c] = [
-            MISSING if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
-            for v in col
-        ]
-    return out
 
 
 def _choose_slice(
@@ -194,7 +181,7 @@ def _draw_baselines(ax, baselines: pd.DataFrame | None, task: str) -> None:
         return
     rows = baselines[baselines["task"] == task]
     for kind in BASELINE_KINDS:
-        mean, std, n = _mean_std(rows.loc[rows["baseline"] == kind, "final_test"])
+        mean, std, n = mean_std(rows.loc[rows["baseline"] == kind, "final_test"])
         if n == 0 or math.isnan(mean):
             continue
         color, style = BASELINE_STYLE[kind]
@@ -209,12 +196,15 @@ def _save(fig, path: str, written: list[str]) -> None:
     written.append(path)
 
 
+def _finish(fig, legend_axes, title: str, path: str, written: list[str]) -> None:
+    """The end every figure shares: one legend below the facets, the wrapped title, saved and closed."""
+    _legend_below(fig, legend_axes)
+    _suptitle(fig, title)
+    _save(fig, path, written)
+
+
 def _note(msg: str) -> None:
     print(f"note: {msg}")
-
-
-def _tasks(fs: pd.DataFrame) -> list[str]:
-    return sorted(fs["task"].dropna().astype(str).unique())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,8 +227,8 @@ def fig2_finetune_curves(
     if refine.empty:
         _note(f"{FIG2} skipped: no refine rows with a val score")
         return
-    kfs = _keyed(fs[fs["trial_id"].isin(refine["trial_id"])])
-    tasks = _tasks(kfs)
+    kfs = keyed(fs[fs["trial_id"].isin(refine["trial_id"])])
+    tasks = task_names(kfs)
     fig, axes = _facets(len(tasks))
     for ax, task in zip(axes[0], tasks):
         trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["proxy"])
@@ -265,9 +255,13 @@ def fig2_finetune_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric_label(rows["metric"].unique()))
         _draw_baselines(ax, baselines, task)
-    _legend_below(fig, axes)
-    _suptitle(fig, "Fine-tuning curves by proxy dataset (mean ± std over seeds; dashed: test)")
-    _save(fig, os.path.join(out, FIG2), written)
+    _finish(
+        fig,
+        axes,
+        "Fine-tuning curves by proxy dataset (mean ± std over seeds; dashed: test)",
+        os.path.join(out, FIG2),
+        written,
+    )
 
 
 def fig3_otdd_vs_score(
@@ -282,8 +276,10 @@ def fig3_otdd_vs_score(
         written: paths of the files written so far; this figure's is appended when drawn.
         baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
-    kfs = _keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
-    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2]
+    kfs = keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
+    tasks = [
+        t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2
+    ]
     if not tasks:
         _note(f"{FIG3} skipped: no task has trials with two or more embedder-epoch settings")
         return
@@ -294,8 +290,8 @@ def fig3_otdd_vs_score(
         trials = trials[trials["embedder_epochs"].notna()]
         ax = axes[0, j]
         settings = sorted(int(e) for e in trials["embedder_epochs"].unique())
-        otdd = [_mean_std(trials.loc[trials["embedder_epochs"] == e, "final_otdd"]) for e in settings]
-        test = [_mean_std(trials.loc[trials["embedder_epochs"] == e, "final_test"]) for e in settings]
+        otdd = [mean_std(trials.loc[trials["embedder_epochs"] == e, "final_otdd"]) for e in settings]
+        test = [mean_std(trials.loc[trials["embedder_epochs"] == e, "final_test"]) for e in settings]
         x = np.asarray(settings, dtype=float)
         om, osd = np.array([o[0] for o in otdd]), np.array([o[1] for o in otdd])
         tm, tsd = np.array([t[0] for t in test]), np.array([t[1] for t in test])
@@ -330,9 +326,13 @@ def fig3_otdd_vs_score(
         ax.set_xlabel("align epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("OTDD")
-    _legend_below(fig, legend_axes)
-    _suptitle(fig, "OTDD after embedder training vs final score (mean ± std over seeds)")
-    _save(fig, os.path.join(out, FIG3), written)
+    _finish(
+        fig,
+        legend_axes,
+        "OTDD after embedder training vs final score (mean ± std over seeds)",
+        os.path.join(out, FIG3),
+        written,
+    )
 
 
 def _freeze_sort_key(mask: str):
@@ -351,9 +351,9 @@ def fig4_freeze_masks(
         written: paths of the files written so far; this figure's is appended when drawn.
         baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
-    kfs = _keyed(fs[fs["final_test"].notna()])
+    kfs = keyed(fs[fs["final_test"].notna()])
     kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
-    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_freeze"].nunique() >= 2]
+    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_freeze"].nunique() >= 2]
     if not tasks:
         _note(f"{FIG4} skipped: no task has trials with two or more freeze masks")
         return
@@ -376,7 +376,7 @@ def fig4_freeze_masks(
         width = 0.8 / len(groups)
         x = np.arange(len(masks))
         for i, (label, g, color) in enumerate(groups):
-            stats = [_mean_std(g.loc[g["_freeze"] == m, "final_test"]) for m in masks]
+            stats = [mean_std(g.loc[g["_freeze"] == m, "final_test"]) for m in masks]
             means = np.array([s[0] for s in stats])
             stds = np.array([s[1] for s in stats])
             pos = x - 0.4 + width * (i + 0.5)
@@ -389,9 +389,13 @@ def fig4_freeze_masks(
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
         ax.set_title(_title(task_label(task, kfs), fixed, FIG4), fontsize=8)
         _draw_baselines(ax, baselines, task)
-    _legend_below(fig, axes)
-    _suptitle(fig, "Freezing parts of the model (mean ± std over seeds; dots: seeds)")
-    _save(fig, os.path.join(out, FIG4), written)
+    _finish(
+        fig,
+        axes,
+        "Freezing parts of the model (mean ± std over seeds; dots: seeds)",
+        os.path.join(out, FIG4),
+        written,
+    )
 
 
 def _body_sort_key(body: str, tokens: float):
@@ -412,8 +416,8 @@ def fig5_pretraining_scale(
         written: paths of the files written so far; this figure's is appended when drawn.
         baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
-    kfs = _keyed(fs[fs["final_test"].notna()])
-    tasks = [t for t in _tasks(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
+    kfs = keyed(fs[fs["final_test"].notna()])
+    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
     if not tasks:
         _note(f"{FIG5} skipped: no task has trials with two or more bodies")
         return
@@ -424,7 +428,7 @@ def fig5_pretraining_scale(
         for body, g in trials.groupby("_body", sort=True):
             tok = pd.to_numeric(g["pretraining_tokens"], errors="coerce").dropna()
             tokens = float(tok.iloc[0]) if len(tok) else math.nan
-            bodies.append((body, tokens, *_mean_std(g["final_test"])))
+            bodies.append((body, tokens, *mean_std(g["final_test"])))
         bodies.sort(key=lambda b: _body_sort_key(b[0], b[1]))
         m = np.array([b[2] for b in bodies])
         s = np.array([b[3] for b in bodies])
@@ -448,135 +452,9 @@ def fig5_pretraining_scale(
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
         ax.set_title(_title(task_label(task, kfs), fixed, FIG5), fontsize=8)
         _draw_baselines(ax, baselines, task)
-    _legend_below(fig, axes)
-    _suptitle(fig, "Pretraining scale of the body (mean ± std over seeds)")
-    _save(fig, os.path.join(out, FIG5), written)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# table
-
-
-def _fmt(mean: float, std: float, n: int) -> str:
-    if n == 0 or math.isnan(mean):
-        return MISSING
-    return f"{mean:.4g} ± {std:.2g}" if n > 1 else f"{mean:.4g} ± {MISSING}"
-
-
-def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
-    """Markdown: for each classification task, its class indices and the labels the data itself uses
-    (the `classes` column; "" when no task has one).
-
-    Args:
-        fs: `final_scores` output.
-        shown: at most this many classes are listed per task.
-    """
-    if "classes" not in fs:
-        return ""
-    lines = []
-    for task, names in sorted(fs.dropna(subset=["classes"]).groupby("task")["classes"].first().items()):
-        labels = json.loads(names)
-        if labels == [str(i) for i in range(len(labels))]:
-            continue  # already 0..K-1: nothing to translate
-        pairs = ", ".join(f"{i} = {name}" for i, name in enumerate(labels[:shown]))
-        lines.append(f"| {task} | {len(labels)} | {pairs}{', ...' if len(labels) > shown else ''} |")
-    if not lines:
-        return ""
-    head = ["", "## Classes", "", "Class index → the label in the data's own files.", ""]
-    return "\n".join([*head, "| task | classes | index = label |", "|---|---|---|", *lines]) + "\n"
-
-
-def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
-    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr, preset and protocol
-    when they vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
-    after each task's settings, its baselines, marked as such.
-
-    Args:
-        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
-        baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
-    """
-    kfs = _keyed(fs)
-    extra = [c for c in ("lr", "preset", "protocol") if kfs["_" + c].nunique() > 1]
-    keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
-    head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    kfs["task"] = kfs["task"].fillna(MISSING)
-    group_cols = ["task", *("_" + k for k in keys[1:])]
-    base = baselines if baselines is not None else pd.DataFrame(columns=["task", "baseline"])
-    tasks = sorted(set(kfs["task"].astype(str)) | set(base["task"].dropna().astype(str)))
-    for task in tasks:
-        for combo, g in kfs[kfs["task"] == task].groupby(group_cols, sort=True, dropna=False):
-            cells = [str(v) for v in combo] + _score_cells(g)
-            lines.append("| " + " | ".join(cells) + " |")
-        for kind in BASELINE_KINDS:
-            g = base[(base["task"] == task) & (base["baseline"] == kind)]
-            if len(g):
-                body = str(g["body"].iloc[0])
-                label = f"**baseline: {kind}**" + ("" if body == "linear" else f" ({body})")
-                cells = [task, label, *([MISSING] * (len(keys) - 2)), *_score_cells(g)]
-                lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _score_cells(g: pd.DataFrame) -> list[str]:
-    n_seeds = g.loc[g["final_test"].notna(), "seed"].nunique()
-    metrics = sorted({str(m) for m in g["metric"].dropna()})
-    return [
-        ", ".join(metrics) or MISSING,
-        str(n_seeds),
-        _fmt(*_mean_std(g["final_test"])),
-        _fmt(*_mean_std(g["final_otdd"])),
-    ]
-
-
-def noise_table(fs: pd.DataFrame) -> str:
-    """Markdown: per task, how the seed-to-seed noise compares with the differences between settings.
-
-    The pooled seed std s (root mean square of the per-setting sample stds) and the smallest number of
-    seeds n give the standard error of a difference between two settings, s·√(2/n); the spread is the
-    largest minus the smallest setting mean. A difference below about twice that standard error is noise.
-
-    Args:
-        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
-    """
-    kfs = _keyed(fs[fs["final_test"].notna()])
-    head = [
-        "task",
-        "settings",
-        "n (seeds, min)",
-        "seed std (pooled)",
-        "s.e. of a difference",
-        "spread of means",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for task in _tasks(kfs):
-        groups = [g for _, g in kfs[kfs["task"] == task].groupby(["_" + c for c in FACTORS], dropna=False)]
-        stats = [_mean_std(g["final_test"]) for g in groups]
-        ns = [n for _, _, n in stats]
-        multi = [sd for _, sd, n in stats if n > 1]
-        if not multi:
-            lines.append(f"| {task} | {len(groups)} | {min(ns)} | {MISSING} | {MISSING} | {MISSING} |")
-            continue
-        pooled = float(np.sqrt(np.mean(np.square(multi))))
-        se = pooled * math.sqrt(2.0 / min(ns))
-        means = [m for m, _, _ in stats]
-        spread = max(means) - min(means)
-        lines.append(f"| {task} | {len(groups)} | {min(ns)} | {pooled:.3g} | {se:.3g} | {spread:.3g} |")
-    return "\n".join(lines) + "\n"
-
-
-def split_baselines(df: pd.DataFrame, fs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, baselines): the final scores of ordinary trials, and those of the baselines with a
-    "baseline" column naming their kind (read from each trial's `config_json`).
-
-    Args:
-        df: the rows (`read_results`).
-        fs: their final scores (`final_scores(df)`).
-    """
-    first = df.drop_duplicates("trial_id")[["trial_id", "config_json"]]
-    kinds = dict(zip(first["trial_id"], (baseline_kind(c) for c in first["config_json"])))
-    kind = fs["trial_id"].map(kinds)
-    return fs[kind.isna()], fs[kind.notna()].assign(baseline=kind[kind.notna()])
+    _finish(
+        fig, axes, "Pretraining scale of the body (mean ± std over seeds)", os.path.join(out, FIG5), written
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -604,26 +482,8 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
     for fig in (fig2_finetune_curves, fig3_otdd_vs_score, fig4_freeze_masks, fig5_pretraining_scale):
         fig(df, fs, out, written, baselines)
     table = os.path.join(out, TABLE)
-    with open(table, "w") as f:
-        title = (
-            f"sweep {sweep}"
-            if sweep
-            else "all sweeps: " + ", ".join(sorted(df["sweep"].astype(str).unique()))
-        )
-        f.write(f"# Final scores ({title})\n\n")
-        f.write("Final test score: the test score at the refine epoch with the best validation score; ")
-        f.write(
-            "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
-        )
-        f.write(final_scores_table(fs, baselines))
-        f.write(
-            "\n## Seed-to-seed noise next to the differences between settings\n\n"
-            "Pooled seed std of the final test score, the standard error of a difference between two "
-            "settings (std·√(2/n)) and the spread of the setting means (largest − smallest). A spread "
-            "below about twice the standard error cannot be told from noise at this number of seeds.\n\n"
-        )
-        f.write(noise_table(fs))
-        f.write(classes_table(fs))
+    sweeps = ", ".join(sorted(df["sweep"].astype(str).unique()))
+    write_final_scores(table, fs, baselines, f"sweep {sweep}" if sweep else f"all sweeps: {sweeps}")
     written.append(table)
     return written
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orca_ray import analysis
+from orca_ray import analysis, tables
 from orca_ray.results import FILE_SCHEMA, RESULT_SCHEMA, final_scores, read_results
 
 TASKS = {"satellite": "error", "darcy": "rel-l2"}
@@ -150,13 +150,13 @@ def test_figures_and_table(results_dir, tmp_path, capsys):
     out = tmp_path / "out"
     written = analysis.run(str(results_dir), str(out), sweep="study")
     names = sorted(Path(p).name for p in written)
-    assert names == sorted([analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5, analysis.TABLE])
+    assert names == sorted([analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5, tables.TABLE])
     for p in written:
         assert Path(p).stat().st_size > 1000
     for fig in (analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    md = (out / analysis.TABLE).read_text()
+    md = (out / tables.TABLE).read_text()
     scores, noise = md.split("## Seed-to-seed noise")
     lines = [ln for ln in scores.splitlines() if ln.startswith("| ") and "n_seeds" not in ln]
     assert len(lines) == 2 * len(settings())
@@ -184,16 +184,16 @@ def test_cli_main(results_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     assert analysis.main([str(results_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in (analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5, analysis.TABLE):
+    for name in (analysis.FIG2, analysis.FIG3, analysis.FIG4, analysis.FIG5, tables.TABLE):
         assert str(out / name) in printed
         assert (out / name).exists()
-    assert "all sweeps: proxy-only, study" in (out / analysis.TABLE).read_text()
+    assert "all sweeps: proxy-only, study" in (out / tables.TABLE).read_text()
 
     # a sweep with one setting: fig. 2 and the table only, the others skipped with a note
     out1 = tmp_path / "one"
     assert analysis.main([str(results_dir), "--out", str(out1), "--sweep", "proxy-only"]) == 0
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in out1.iterdir()) == [analysis.FIG2, analysis.TABLE]
+    assert sorted(p.name for p in out1.iterdir()) == [analysis.FIG2, tables.TABLE]
     assert printed.count("skipped") == 3
 
     # no data: exit status 1, nothing written
@@ -281,3 +281,13 @@ def test_baselines_drawn_and_figures_fit_their_canvas(results_dir, tmp_path):
         }
         assert levels == {0.25, 0.65}
         plt.close(fig)
+
+
+def test_tables_import_neither_ray_nor_matplotlib():
+    """The final-score tables are read from Parquet alone: importing them pulls in no Ray and no plotting."""
+    import subprocess
+    import sys
+
+    code = "import sys, orca_ray.tables; print(sorted({'ray', 'matplotlib'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

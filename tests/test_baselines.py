@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from orca_ray import analysis
+from orca_ray import tables
 from orca_ray.baselines import (
     BASELINE_KEY,
     LINEAR,
@@ -92,11 +92,11 @@ def test_baseline_rows_reach_the_table_and_figures(tmp_path):
     sink.write_rows(baseline_trial_id(cfg), linear_rows(cfg, task, fitted))
     df = read_results(str(tmp_path / "res"))
     assert baseline_kind(df["config_json"].iloc[0]) == LINEAR
-    trials, baselines = analysis.split_baselines(df, final_scores(df))
+    trials, baselines = tables.split_baselines(df, final_scores(df))
     assert trials.empty
     assert list(baselines["baseline"]) == [LINEAR]
     assert baselines["final_test"].iloc[0] == pytest.approx(0.04)
-    table = analysis.final_scores_table(trials, baselines)
+    table = tables.final_scores_table(trials, baselines)
     assert (
         "| digits | **baseline: linear model (raw inputs)** | – | – | – | error | 1 | 0.04 ± – | – |" in table
     )
@@ -155,12 +155,12 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path):
     assert len(grid) == 3  # 2 trials + the random-init body
     assert not any(r.error for r in grid)
     df = read_results(first.results_root, sweep="first")
-    trials, baselines = analysis.split_baselines(df, final_scores(df))
+    trials, baselines = tables.split_baselines(df, final_scores(df))
     assert len(trials) == 2
     assert sorted(baselines["baseline"]) == sorted([LINEAR, RANDOM_BODY])
     assert set(baselines["body"]) == {"linear", "random:tiny-text"}
     assert np.isfinite(baselines["final_test"]).all()
-    table = (tmp_path / "store" / "first" / "figures" / analysis.TABLE).read_text()
+    table = (tmp_path / "store" / "first" / "figures" / tables.TABLE).read_text()
     assert table.count("**baseline:") == 2
 
     second = SweepSpec(
@@ -171,5 +171,5 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path):
     )
     assert len(run_sweep(second)) == 1  # the random-init body came from the cache
     df2 = read_results(second.results_root, sweep="second")
-    _, baselines2 = analysis.split_baselines(df2, final_scores(df2))
+    _, baselines2 = tables.split_baselines(df2, final_scores(df2))
     assert sorted(baselines2["final_test"]) == sorted(baselines["final_test"])

@@ -386,7 +386,7 @@ def test_classes_table_lists_original_labels():
 
     import pandas as pd
 
-    from orca_ray.analysis import classes_table
+    from orca_ray.tables import classes_table
 
     fs = pd.DataFrame(
         {

@@ -288,10 +288,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     print(f"  Parquet results: {spec.results_root}")
     if spec.analysis and not is_uri(spec.results_root):
         from .. import analysis
+        from ..tables import TABLE
 
         out = join(spec.experiment_path, FIGURES_SUBDIR)
         analysis.main([spec.results_root, "--sweep", spec.name, "--out", out])
-        table = os.path.join(out, analysis.TABLE)
+        table = os.path.join(out, TABLE)
         if os.path.exists(table):  # the study's answer, with its baselines and noise, on the console too
             with open(table) as f:
                 print("\n" + f.read(), flush=True)

@@ -1,0 +1,210 @@
+"""The study's final-score tables as markdown, from the Parquet results alone (no Ray, no matplotlib).
+
+`write_final_scores` writes final_scores.md: mean ± std over seeds of the final test score and final OTDD per
+setting (baselines as marked rows after each task's settings), the seed-to-seed noise next to the differences
+between settings, and the data's own class labels. The "final" score of a trial is the test score at its
+best-validation refine epoch (`orca_ray.results.final_scores`). `orca_ray.analysis` draws the figures from the
+same helpers (`keyed`, `mean_std`, `split_baselines`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from .baselines import KINDS as BASELINE_KINDS
+from .baselines import baseline_kind
+
+# the settings a trial differs in besides its seed (pretraining_tokens follows the body)
+FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol")
+MISSING = "–"
+TABLE = "final_scores.md"
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std, count) of the numeric values (NaN and non-numbers dropped; std 0 for one value).
+
+    Args:
+        values: a sequence or Series of scores.
+    """
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def keyed(fs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of the final scores with each factor also as a plain hashable column `_<factor>` (NaN → MISSING),
+    for grouping.
+
+    Args:
+        fs: final scores (`final_scores`).
+    """
+    out = fs.copy()
+    for c in FACTORS:
+        col = out[c].astype(object)
+        out["_" + c] = [
+            MISSING if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
+            for v in col
+        ]
+    return out
+
+
+def task_names(fs: pd.DataFrame) -> list[str]:
+    """The tasks in the rows, sorted.
+
+    Args:
+        fs: rows with a `task` column.
+    """
+    return sorted(fs["task"].dropna().astype(str).unique())
+
+
+def split_baselines(df: pd.DataFrame, fs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, baselines): the final scores of ordinary trials, and those of the baselines with a
+    "baseline" column naming their kind (read from each trial's `config_json`).
+
+    Args:
+        df: the rows (`read_results`).
+        fs: their final scores (`final_scores(df)`).
+    """
+    first = df.drop_duplicates("trial_id")[["trial_id", "config_json"]]
+    kinds = dict(zip(first["trial_id"], (baseline_kind(c) for c in first["config_json"])))
+    kind = fs["trial_id"].map(kinds)
+    return fs[kind.isna()], fs[kind.notna()].assign(baseline=kind[kind.notna()])
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if n == 0 or math.isnan(mean):
+        return MISSING
+    return f"{mean:.4g} ± {std:.2g}" if n > 1 else f"{mean:.4g} ± {MISSING}"
+
+
+def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
+    """Markdown: for each classification task, its class indices and the labels the data itself uses
+    (the `classes` column; "" when no task has one).
+
+    Args:
+        fs: `final_scores` output.
+        shown: at most this many classes are listed per task.
+    """
+    if "classes" not in fs:
+        return ""
+    lines = []
+    for task, names in sorted(fs.dropna(subset=["classes"]).groupby("task")["classes"].first().items()):
+        labels = json.loads(names)
+        if labels == [str(i) for i in range(len(labels))]:
+            continue  # already 0..K-1: nothing to translate
+        pairs = ", ".join(f"{i} = {name}" for i, name in enumerate(labels[:shown]))
+        lines.append(f"| {task} | {len(labels)} | {pairs}{', ...' if len(labels) > shown else ''} |")
+    if not lines:
+        return ""
+    head = ["", "## Classes", "", "Class index → the label in the data's own files.", ""]
+    return "\n".join([*head, "| task | classes | index = label |", "|---|---|---|", *lines]) + "\n"
+
+
+def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
+    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr, preset and protocol
+    when they vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
+    after each task's settings, its baselines, marked as such.
+
+    Args:
+        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
+        baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
+    """
+    kfs = keyed(fs)
+    extra = [c for c in ("lr", "preset", "protocol") if kfs["_" + c].nunique() > 1]
+    keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
+    head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    kfs["task"] = kfs["task"].fillna(MISSING)
+    group_cols = ["task", *("_" + k for k in keys[1:])]
+    base = baselines if baselines is not None else pd.DataFrame(columns=["task", "baseline"])
+    tasks = sorted(set(kfs["task"].astype(str)) | set(base["task"].dropna().astype(str)))
+    for task in tasks:
+        for combo, g in kfs[kfs["task"] == task].groupby(group_cols, sort=True, dropna=False):
+            cells = [str(v) for v in combo] + _score_cells(g)
+            lines.append("| " + " | ".join(cells) + " |")
+        for kind in BASELINE_KINDS:
+            g = base[(base["task"] == task) & (base["baseline"] == kind)]
+            if len(g):
+                body = str(g["body"].iloc[0])
+                label = f"**baseline: {kind}**" + ("" if body == "linear" else f" ({body})")
+                cells = [task, label, *([MISSING] * (len(keys) - 2)), *_score_cells(g)]
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _score_cells(g: pd.DataFrame) -> list[str]:
+    n_seeds = g.loc[g["final_test"].notna(), "seed"].nunique()
+    metrics = sorted({str(m) for m in g["metric"].dropna()})
+    return [
+        ", ".join(metrics) or MISSING,
+        str(n_seeds),
+        _fmt(*mean_std(g["final_test"])),
+        _fmt(*mean_std(g["final_otdd"])),
+    ]
+
+
+def noise_table(fs: pd.DataFrame) -> str:
+    """Markdown: per task, how the seed-to-seed noise compares with the differences between settings.
+
+    The pooled seed std s (root mean square of the per-setting sample stds) and the smallest number of
+    seeds n give the standard error of a difference between two settings, s·√(2/n); the spread is the
+    largest minus the smallest setting mean. A difference below about twice that standard error is noise.
+
+    Args:
+        fs: final scores of the sweep's trials (`final_scores`), baselines excluded.
+    """
+    kfs = keyed(fs[fs["final_test"].notna()])
+    head = [
+        "task",
+        "settings",
+        "n (seeds, min)",
+        "seed std (pooled)",
+        "s.e. of a difference",
+        "spread of means",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in task_names(kfs):
+        groups = [g for _, g in kfs[kfs["task"] == task].groupby(["_" + c for c in FACTORS], dropna=False)]
+        stats = [mean_std(g["final_test"]) for g in groups]
+        ns = [n for _, _, n in stats]
+        multi = [sd for _, sd, n in stats if n > 1]
+        if not multi:
+            lines.append(f"| {task} | {len(groups)} | {min(ns)} | {MISSING} | {MISSING} | {MISSING} |")
+            continue
+        pooled = float(np.sqrt(np.mean(np.square(multi))))
+        se = pooled * math.sqrt(2.0 / min(ns))
+        means = [m for m, _, _ in stats]
+        spread = max(means) - min(means)
+        lines.append(f"| {task} | {len(groups)} | {min(ns)} | {pooled:.3g} | {se:.3g} | {spread:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_final_scores(path: str, fs: pd.DataFrame, baselines: pd.DataFrame | None, title: str) -> None:
+    """Write final_scores.md: the final-score table, the seed-noise table and the classes table.
+
+    Args:
+        path: the markdown file to write.
+        fs: final scores of the trials (`split_baselines`), baselines excluded.
+        baselines: final scores of the baselines with their "baseline" kind, or None.
+        title: what the results are, in the heading ("sweep NAME", "all sweeps: ...").
+    """
+    with open(path, "w") as f:
+        f.write(f"# Final scores ({title})\n\n")
+        f.write("Final test score: the test score at the refine epoch with the best validation score; ")
+        f.write(
+            "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
+        )
+        f.write(final_scores_table(fs, baselines))
+        f.write(
+            "\n## Seed-to-seed noise next to the differences between settings\n\n"
+            "Pooled seed std of the final test score, the standard error of a difference between two "
+            "settings (std·√(2/n)) and the spread of the setting means (largest − smallest). A spread "
+            "below about twice the standard error cannot be told from noise at this number of seeds.\n\n"
+        )
+        f.write(noise_table(fs))
+        f.write(classes_table(fs))
