@@ -1,111 +1,22 @@
-"""Parity with ORCA's own code: recompute every golden trace with this project's code and compare.
-
-    python -m orca_ray.parity [--golden DIR] [--only KIND ...]
-
-The golden traces (`tests/data/orca_parity/`, made by `benchmarks/orca_parity/make_golden.py` from ORCA's code
-at commit 19b8c1c) hold fixed inputs and what ORCA computed from them. Each is recomputed here with the
-functions the trainer itself uses, on the same inputs and the same (seeded) weights, and printed as one table:
-item, ORCA's value, ours, relative error, tolerance, ok. The exit status is non-zero if any item is out of
-tolerance or could not be computed (a missing function is a failing row, never a skipped one). Nothing of
-ORCA is imported here.
-"""
+"""The comparisons, one function per golden case kind (`CHECKS`): each recomputes the case with the functions
+the trainer itself uses and yields one `Check` row per item."""
 
 from __future__ import annotations
 
-import argparse
-import functools
-import inspect
 import math
-import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from .parity_spec import read_manifest, seeded_tensors, tensors_sha256
-
-DEFAULT_GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "orca_parity"
-TASK_MODALITY = {
-    "cifar100": "2d",
-    "ninapro": "2d",
-    "darcy": "2d",
-    "satellite": "1d",
-    "deepsea": "1d",
-    "ecg": "1d",
-}
-
-# tolerances (relative error) by what is compared
-EXACT = 1e-6  # copies and closed forms: LayerNorm/positions/patch conv, schedules, splits
-FWD = 1e-4  # one float32 forward pass through the same weights
-TRAIN = 2e-3  # weights after several optimiser steps (float32 accumulation order differs)
-OTDD = 1e-3  # OTDD and its gradient (annealed Sinkhorn in float32; see the README's OTDD table)
-
-
-@dataclass
-class Check:
-    """One row of the parity table.
-
-    Args:
-        item: what is compared, e.g. "refine sgd_accum: lr per micro-batch".
-        orca: ORCA's value (a scalar, or the norm of ORCA's vector).
-        ours: ours, in the same form; None when it could not be computed.
-        rel_err: ‖ours − orca‖ / ‖orca‖ (or as stated in `note`).
-        tol: the tolerance on rel_err.
-        note: why a row failed when it has no value (a missing function, an error).
-    """
-
-    item: str
-    orca: float
-    ours: float | None
-    rel_err: float
-    tol: float
-    note: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.ours is not None and math.isfinite(self.rel_err) and self.rel_err <= self.tol
-
-
-class Missing(RuntimeError):
-    """Our code lacks a function or behaviour the comparison needs."""
-
-
-def _rel(orca, ours, scale=None) -> float:
-    a = np.asarray(orca, dtype=np.float64)
-    b = np.asarray(ours, dtype=np.float64)
-    if a.shape != b.shape:
-        return math.inf
-    den = float(np.linalg.norm(a.ravel())) if scale is None else float(scale)
-    num = float(np.linalg.norm((b - a).ravel()))
-    if den == 0.0:
-        return 0.0 if num == 0.0 else math.inf
-    return num / den
-
-
-def _norm(a) -> float:
-    return float(np.linalg.norm(np.asarray(a, dtype=np.float64).ravel()))
-
-
-def compare(item: str, orca, ours, tol: float, scale=None) -> Check:
-    """A row comparing two arrays (or scalars); for arrays the table shows their norms.
-
-    Args:
-        item: the row's name.
-        orca, ours: the values.
-        tol: tolerance on the relative error.
-        scale: divide the error norm by this instead of ‖orca‖ (e.g. the size of an update).
-    """
-    a, b = np.asarray(orca, dtype=np.float64), np.asarray(ours, dtype=np.float64)
-    shown = (float(a), float(b)) if a.ndim == 0 and b.ndim == 0 else (_norm(a), _norm(b))
-    note = "" if a.shape == b.shape else f"shape {tuple(b.shape)} != ORCA's {tuple(a.shape)}"
-    return Check(item, shown[0], shown[1], _rel(a, b, scale), tol, note)
+from ..parity_spec import seeded_tensors
+from .golden import TASK_MODALITY, Golden, _body, _build_embedder, _golden_model, _target_seq_len, _task
+from .table import EXACT, FWD, OTDD, TRAIN, Check, Missing, _norm, compare
 
 
 def _need(module: str, name: str):
+    """`module.name`, or `Missing` naming it (a function our code lacks is a failing row, not a crash)."""
     import importlib
 
     try:
@@ -115,163 +26,14 @@ def _need(module: str, name: str):
     return obj
 
 
-# ---- golden folder ------------------------------------------------------------------------------------------
-class Golden:
-    """A golden folder: manifest, cases, and the seeded bodies written out as loadable folders."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.manifest = read_manifest(self.root)
-        self.seed = int(self.manifest["seed"])
-        self._tmp = None
-        self._tensors: dict[str, dict[str, np.ndarray]] = {}
-
-    def cases(self, kind: str | None = None) -> list[tuple[str, dict]]:
-        return [(n, c) for n, c in self.manifest["cases"].items() if kind is None or c["kind"] == kind]
-
-    def arrays(self, case: dict) -> dict[str, np.ndarray]:
-        with np.load(self.root / case["file"], allow_pickle=False) as z:
-            return {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
-
-    def body_tensors(self, name: str) -> dict[str, np.ndarray]:
-        """The seeded weights of body `name`, checked against the SHA-256 the maker recorded."""
-        if name not in self._tensors:
-            spec = self.manifest["bodies"][name]
-            tensors = seeded_tensors(self.seed, spec["tensors"])
-            if tensors_sha256(tensors) != spec["sha256"]:
-                raise RuntimeError(
-                    f"{self.root}: seeded weights of body {name!r} do not match the recorded SHA-256"
-                )
-            self._tensors[name] = tensors
-        return self._tensors[name]
-
-    def body_folder(self, name: str, drop_path: float | None = None) -> Path:
-        """A folder with config.json + model.safetensors of a seeded body (drop_path_rate overridable)."""
-        import json
-
-        from safetensors.numpy import save_file
-
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="orca_parity_")
-        folder = Path(self._tmp.name) / f"{name}_{drop_path}"
-        if not (folder / "model.safetensors").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            cfg = json.loads((self.root / self.manifest["bodies"][name]["config"]).read_text())
-            if drop_path is not None:
-                cfg["drop_path_rate"] = drop_path
-            (folder / "config.json").write_text(json.dumps(cfg))
-            save_file(self.body_tensors(name), str(folder / "model.safetensors"), metadata={"format": "pt"})
-        return folder
-
-    def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-
-# ---- our side: bodies, tasks, models -----------------------------------------------------------------------
-def _body(golden: Golden, task: str, drop_path: float | None = None):
-    from .bodies import load_body
-
-    name = "swin" if TASK_MODALITY[task] == "2d" else "roberta"
-    return load_body(str(golden.body_folder(name, drop_path)), dropout=0.0)
-
-
-@functools.cache
-def _stand_in(task: str):
-    from .tasks import load_task
-
-    return load_task(f"synthetic-{task}", seed=0)
-
-
-def _task(task: str, case: dict):
-    """What our model and loss builders read of a task, taken from our synthetic stand-in of it (same
-    loss, metric, pos_weight as the NAS-Bench-360 task), with the golden case's shape."""
-    t = _stand_in(task)
-    shape = tuple(case.get("shape") or t.input_shape)
-    return SimpleNamespace(
-        name=task,
-        modality=t.modality,
-        kind=t.kind,
-        input_shape=shape,
-        num_outputs=t.num_outputs,
-        output_shape=(shape[-2], shape[-1]) if t.dense else None,
-        dense=t.dense,
-        loss=t.loss,
-        metric=t.metric,
-        pos_weight=t.pos_weight,
-        y_normalizer=t.y_normalizer,
-        source="golden",
-    )
-
-
-def _target_seq_len(case: dict) -> int | None:
-    """Our recipe's token budget for the task (ORCA's configs: DeepSEA 512, ECG 64, Satellite none, i.e. 512,
-    where 46 values give stride 1 either way); the init cases compare the strides it gives."""
-    from .recipes import recipe_for
-
-    return recipe_for(case["task"]).target_seq_len
-
-
-def _build_model(task_ns, body, aligned: bool, target_seq_len):
-    from . import model as M
-
-    kwargs = {"target_seq_len": target_seq_len}
-    if "aligned" in inspect.signature(M.build_model).parameters:
-        kwargs["aligned"] = aligned
-    elif not aligned:
-        raise Missing("missing: build_model(aligned=False) (ORCA's fresh embedder init at 0 embedder epochs)")
-    return M.build_model(task_ns, body, **kwargs)
-
-
-def _build_embedder(task_ns, body, aligned: bool, target_seq_len):
-    from . import model as M
-
-    kwargs = {"target_seq_len": target_seq_len}
-    if "aligned" in inspect.signature(M.build_embedder).parameters:
-        kwargs["aligned"] = aligned
-    elif not aligned:
-        raise Missing(
-            "missing: build_embedder(aligned=False) (ORCA's fresh embedder init at 0 embedder epochs)"
-        )
-    return M.build_embedder(task_ns, body, **kwargs)
-
-
-def _load_trainable(golden: Golden, model, case: dict) -> None:
-    """The seeded task-specific weights of a case into our model (ORCA's predictor.weight → predictor.linear),
-    and for a Swin dense head the decoder conv of the body checkpoint."""
-    import torch
-
-    values = seeded_tensors(golden.seed, case["trainable"])
-    ours = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, v in values.items():
-            key = name.replace("predictor.", "predictor.linear.") if name.startswith("predictor.") else name
-            if key not in ours:
-                raise Missing(f"our model has no parameter {key} (ORCA's {name})")
-            if tuple(ours[key].shape) != v.shape:
-                raise Missing(f"our {key} is {tuple(ours[key].shape)}, ORCA's {name} is {v.shape}")
-            ours[key].copy_(torch.from_numpy(v))
-        if case["task"] == "darcy":
-            body = golden.body_tensors("swin")
-            for n in ("weight", "bias"):
-                key = f"predictor.conv.{n}"
-                if key not in ours:
-                    raise Missing("our Darcy predictor has no 1x1 conv: ORCA's Swin decoder head is missing")
-                ours[key].copy_(torch.from_numpy(body[f"decoder.0.{n}"]).reshape(ours[key].shape))
-
-
-def _golden_model(golden: Golden, case: dict, drop_path: float | None = None):
-    task = _task(case["task"], case)
-    body = _body(golden, case["task"], drop_path)
-    model = _build_model(task, body, case.get("embedder_epochs", 1) > 0, _target_seq_len(case))
-    _load_trainable(golden, model, case)
-    return task, model
-
-
-# ---- checks per case kind -----------------------------------------------------------------------------------
 def check_init(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """Embedder construction and init (0 vs > 0 embedder epochs), its forward, dropout and drop-path."""
+    """Embedder construction and init (0 vs > 0 embedder epochs), its forward, dropout and drop-path.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
     a = golden.arrays(case)
@@ -330,7 +92,13 @@ def check_init(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_forward(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """The whole model on a fixed batch; Darcy's dense head on the decoder input ORCA saw."""
+    """The whole model on a fixed batch; Darcy's dense head on the decoder input ORCA saw.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
     a = golden.arrays(case)
@@ -347,7 +115,7 @@ def check_forward(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def _hparams(case: dict):
-    from .refine import RefineHParams
+    from ..refine import RefineHParams
 
     o = case["optimizer"]
     p = o["params"]
@@ -367,8 +135,8 @@ def _hparams(case: dict):
 
 
 def _loss_fn(task_ns, y_mean=None, y_std=None):
-    from . import refine
-    from .tasks import UnitGaussianNormalizer
+    from .. import refine
+    from ..tasks import UnitGaussianNormalizer
 
     if y_mean is not None:
         task_ns.y_normalizer = UnitGaussianNormalizer(mean=y_mean, std=y_std)
@@ -379,13 +147,19 @@ def _loss_fn(task_ns, y_mean=None, y_std=None):
 
 def check_refine(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     """N refine micro-batches through our training loop: lr per micro-batch, losses, clipping, which
-    micro-batches step, and the weights after each step and at the end."""
+    micro-batches step, and the weights after each step and at the end.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
     train_epoch = _need("orca_ray.refine", "train_epoch")
     make_scheduler = _need("orca_ray.refine", "make_scheduler")
-    from .model import trainable_parameters
-    from .refine import make_optimizer
+    from ..model import trainable_parameters
+    from ..refine import make_optimizer
 
     a = golden.arrays(case)
     fam = f"refine {case['family']}"
@@ -467,7 +241,13 @@ def check_refine(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_align(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """One align epoch: the class-weighted OTDD and the embedder gradient; 2D: the proxy features."""
+    """One align epoch: the class-weighted OTDD and the embedder gradient; 2D: the proxy features.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
     a = golden.arrays(case)
@@ -475,7 +255,7 @@ def check_align(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     task = _task(case["task"], case)
     body = _body(golden, case["task"])
     if "proxy_images" in a:
-        from . import proxies
+        from .. import proxies
 
         features = getattr(proxies, "patch_embedding_features", None) or proxies._patch_embedding_features
         feats = features(body, a["proxy_images"], torch.device("cpu"))
@@ -488,14 +268,14 @@ def check_align(golden: Golden, name: str, case: dict) -> Iterator[Check]:
         proxy_x = a["proxy_features"]
     else:
         proxy_x = a["proxy_x"]
-    from .align import AlignHParams
-    from .refine import RefineHParams
+    from ..align import AlignHParams
+    from ..refine import RefineHParams
 
     o = {"satellite": ("adamw", 3e-4), "ninapro": ("adam", 1e-4)}[case["task"]]
     hp = AlignHParams.from_refine(RefineHParams(optimizer=o[0], lr=o[1]), case["task"])
     yield compare(f"{tag}: align lr (x10 when lr <= 1e-3)", case["align_lr"], hp.lr, EXACT)
     class_weighted_otdd = _need("orca_ray.align", "class_weighted_otdd")
-    from .otdd import ProxyDistance
+    from ..otdd import ProxyDistance
 
     emb = _build_embedder(task, body, True, _target_seq_len(case))
     values = seeded_tensors(golden.seed, case["trainable"])
@@ -524,7 +304,13 @@ def check_align(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_loss(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """A task's training loss on fixed outputs and targets."""
+    """A task's training loss on fixed outputs and targets.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
     a = golden.arrays(case)
@@ -536,14 +322,20 @@ def check_loss(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_metric(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """A task's metric in ORCA's chunked form (chunks of >= eval_batch_size samples, averaged)."""
+    """A task's metric in ORCA's chunked form (chunks of >= eval_batch_size samples, averaged).
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     a = golden.arrays(case)
     task = _task(case["task"], {"task": case["task"]})
     out, y = a["out"], a["y"]
     if task.kind == "multilabel":
         out = 1.0 / (1.0 + np.exp(-out.astype(np.float64)))
     if "y_mean" in a:
-        from .tasks import UnitGaussianNormalizer
+        from ..tasks import UnitGaussianNormalizer
 
         norm = UnitGaussianNormalizer(mean=a["y_mean"], std=a["y_std"])
         out, y = norm.decode(out), norm.decode(y)
@@ -555,10 +347,16 @@ def check_metric(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 
 def check_schedules(golden: Golden, name: str, case: dict) -> Iterator[Check]:
-    """ORCA's WarmupLR per micro-batch (from lr 0) for each task's config; the align StepLR per epoch."""
+    """ORCA's WarmupLR per micro-batch (from lr 0) for each task's config; the align StepLR per epoch.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     import torch
 
-    from .refine import RefineHParams
+    from ..refine import RefineHParams
 
     a = golden.arrays(case)
     n = case["n_train"]
@@ -574,7 +372,7 @@ def check_schedules(golden: Golden, name: str, case: dict) -> Iterator[Check]:
             f"schedule {task}: warmup/decay factor per micro-batch", a[f"warmup_{task}"], ours, EXACT
         )
     make_align_scheduler = _need("orca_ray.align", "make_align_scheduler")
-    from .align import AlignHParams
+    from ..align import AlignHParams
 
     hp = AlignHParams(milestones=tuple(case["step"]["sched"]), gamma=case["step"]["base"])
     p = torch.nn.Parameter(torch.zeros(1))
@@ -591,7 +389,13 @@ def check_schedules(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 def check_ecg(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     """ORCA's ECG protocol: z-score per recording, 90/10 split of recordings, class-dependent window strides
     on train and test. Windows are compared as sets of (recording, start, label) (ORCA shuffles them with the
-    global numpy RNG), their values by their sum."""
+    global numpy RNG), their values by their sum.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     a = golden.arrays(case)
     split = _need("orca_ray.tasks.nb360.ecg", "orca_ecg_split")
     offsets = np.concatenate([[0], np.cumsum(a["lengths"])])
@@ -617,8 +421,14 @@ def check_ecg(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 def check_satellite(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     """Satellite under protocol orca: raw values (no per-series z-scoring), labels − 1, the whole training
-    file trains. The golden arrays are written as the real files' pickled dicts and read by our loader."""
-    from .tasks import load_task
+    file trains. The golden arrays are written as the real files' pickled dicts and read by our loader.
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
+    from ..tasks import load_task
 
     a = golden.arrays(case)
     with tempfile.TemporaryDirectory(prefix="orca_parity_satellite_") as tmp:
@@ -634,7 +444,13 @@ def check_satellite(golden: Golden, name: str, case: dict) -> Iterator[Check]:
 
 def check_pseudo_labels(golden: Golden, name: str, case: dict) -> Iterator[Check]:
     """k-means pseudo-classes of targets without classes: ORCA's k (10) and the same partition of targets
-    drawn around 10 well-separated centres (numbering is arbitrary, so compared by adjusted Rand index)."""
+    drawn around 10 well-separated centres (numbering is arbitrary, so compared by adjusted Rand index).
+
+    Args:
+        golden: the golden folder.
+        name: the case's name in the manifest.
+        case: the case's manifest entry (its inputs are in `golden.arrays(case)`).
+    """
     from sklearn.metrics import adjusted_rand_score
 
     a = golden.arrays(case)
@@ -659,89 +475,3 @@ CHECKS: dict[str, Callable[[Golden, str, dict], Iterator[Check]]] = {
     "satellite": check_satellite,
     "pseudo_labels": check_pseudo_labels,
 }
-
-
-def run_case(golden: Golden, name: str, case: dict) -> list[Check]:
-    """All rows of one golden case; a case our code cannot compute becomes one failing row saying why."""
-    rows: list[Check] = []
-    try:
-        for row in CHECKS[case["kind"]](golden, name, case):
-            rows.append(row)
-    except Missing as e:
-        rows.append(Check(f"{name}: (rest of case)" if rows else name, math.nan, None, math.inf, 0.0, str(e)))
-    except Exception as e:  # a crash in our code is a failed comparison, reported, not a crashed table
-        rows.append(
-            Check(
-                f"{name}: (rest of case)" if rows else name,
-                math.nan,
-                None,
-                math.inf,
-                0.0,
-                f"{type(e).__name__}: {e}",
-            )
-        )
-    return rows
-
-
-def run_all(golden_dir: str | Path = DEFAULT_GOLDEN, only: list[str] | None = None) -> list[Check]:
-    """Every row for every golden case present (optionally only some case kinds).
-
-    Args:
-        golden_dir: the golden folder.
-        only: case kinds to run (init, forward, refine, align, loss, metric, schedules, ecg_split, satellite).
-    """
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import torch
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    torch.manual_seed(0)
-    golden = Golden(golden_dir)
-    try:
-        rows: list[Check] = []
-        for name, case in golden.cases():
-            if only and case["kind"] not in only:
-                continue
-            rows.extend(run_case(golden, name, case))
-        return rows
-    finally:
-        golden.close()
-
-
-def format_table(rows: list[Check]) -> str:
-    """The parity table as text (one line per row, failing rows say why)."""
-
-    def num(v):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
-
-    width = max([len(r.item) for r in rows] + [4])
-    lines = [f"{'item':<{width}}  {'ORCA':>12}  {'ours':>12}  {'rel.err':>9}  {'tol':>7}  ok"]
-    for r in rows:
-        err = "-" if not math.isfinite(r.rel_err) else f"{r.rel_err:.2e}"
-        tol = "-" if r.ours is None else f"{r.tol:.0e}"
-        line = f"{r.item:<{width}}  {num(r.orca):>12}  {num(r.ours):>12}  {err:>9}  {tol:>7}  {'yes' if r.ok else 'NO'}"
-        lines.append(line + (f"  ({r.note})" if r.note else ""))
-    bad = sum(not r.ok for r in rows)
-    lines.append(f"{len(rows) - bad} of {len(rows)} items within tolerance")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orca_ray.parity", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--golden", default=str(DEFAULT_GOLDEN), help="golden folder (default: the shipped traces)"
-    )
-    p.add_argument("--only", nargs="*", help="case kinds: " + ", ".join(CHECKS))
-    args = p.parse_args(argv)
-    try:
-        rows = run_all(args.golden, args.only)
-    except (FileNotFoundError, ValueError) as e:  # no golden folder, or one of another format
-        print(f"orca_ray.parity: {e}", file=sys.stderr)
-        return 2
-    print(format_table(rows))
-    return 0 if rows and all(r.ok for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
