@@ -12,7 +12,12 @@ end), instead of Ray's default status tables with each trial's whole config::
 
 The OTDD column keeps the trial's last align OTDD while it fine-tunes (the embedder it refines); val and test
 are the scores after the shown refine epoch (lower is better). The ETA comes from the trials finished in this
-run: mean trial time × work left ÷ trials running at once.
+run: mean trial time × work left ÷ trials running at once. A trial that failed is listed under the table with
+its error file.
+
+`StudyReporter` implements Ray's public reporter interface (`setup`, `set_total_samples`, `should_report`,
+`report`) and keeps its own start time and row limit; it reads trials only through their public attributes
+(`config`, `status`, `last_result`, `error_file`, `num_failures`).
 
 Ray 2.60 prints its new console (and ignores a passed reporter) unless `RAY_AIR_NEW_OUTPUT=0`;
 `use_classic_console()` sets that before `Tuner.fit`. Checkpoint lines ("Checkpoint successfully created at
@@ -53,7 +58,8 @@ STATUS_ORDER = (Trial.RUNNING, Trial.PAUSED, Trial.PENDING, Trial.ERROR, Trial.T
 
 def use_classic_console() -> None:
     """Make Ray Tune use the reporter passed in `RunConfig(progress_reporter=...)` (Ray 2.60 ignores it
-    while its new console, `RAY_AIR_NEW_OUTPUT=1`, is on). An explicit user setting is kept."""
+    while its new console, `RAY_AIR_NEW_OUTPUT=1`, is on). An explicit user setting is kept. Takes no
+    arguments."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
@@ -97,16 +103,41 @@ class OTDDTracker(Callback):
         self.started: dict[str, float] = {}
         self.finished: dict[str, float] = {}  # trial id -> run time in this run
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        """Note when the trial started.
+
+        Args:
+            iteration: Tune's loop counter.
+            trials: every trial of the run.
+            trial: the trial that started.
+            **info: further keyword arguments from Tune.
+        """
         self.started[trial.trial_id] = time.time()
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info) -> None:
+        """Keep the result's OTDD (align epochs report it; refine epochs do not).
+
+        Args:
+            iteration: Tune's loop counter.
+            trials: every trial of the run.
+            trial: the trial that reported.
+            result: the reported metrics.
+            **info: further keyword arguments from Tune.
+        """
         self.started.setdefault(trial.trial_id, time.time())
         v = result.get("otdd")
         if isinstance(v, int | float) and math.isfinite(v):
             self.otdd[trial.trial_id] = float(v)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        """Note how long the trial ran (for the ETA).
+
+        Args:
+            iteration: Tune's loop counter.
+            trials: every trial of the run.
+            trial: the trial that finished.
+            **info: further keyword arguments from Tune.
+        """
         start = self.started.get(trial.trial_id)
         if start is not None:
             self.finished[trial.trial_id] = time.time() - start
@@ -115,8 +146,11 @@ class OTDDTracker(Callback):
 class StudyReporter(CLIReporter):
     """Ray Tune's `CLIReporter` with the study's columns (task, body, proxy, embedder epochs, freeze, seed,
     phase, epoch, OTDD, val, test), a progress line with done / running / pending counts, elapsed time and an
-    ETA, and Ray's own table of errored trials. Rows: running and finished trials while the sweep runs,
-    every trial at the end. Register `reporter.tracker` as a Tune callback too.
+    ETA, and the errored trials with their error files. Rows: running and finished trials while the sweep
+    runs, every trial at the end. Register `reporter.tracker` as a Tune callback too.
+
+    Only Ray's public reporter interface is used: Tune calls `setup`, `should_report` and `report`; the
+    start time, sample count and row limit are kept here rather than read back from Ray's reporter.
 
     Args:
         nested: the TrialConfig sits under `config["trial"]` (grid sweeps); False for flat configs (Optuna).
@@ -143,18 +177,67 @@ class StudyReporter(CLIReporter):
             max_progress_rows=max_progress_rows,
             print_intermediate_tables=True,
         )
-        self._nested = nested
-        self._name = name
-        self._refine_epochs = refine_epochs
+        self.nested = nested
+        self.name = name
+        self.refine_epochs = refine_epochs
+        self.max_rows = max_progress_rows
+        self.start_time: float | None = None  # set by `setup` when Tune starts the run
+        self.total_samples: int | None = None
         self.tracker = OTDDTracker()
 
-    # -- what a row shows ---------------------------------------------------------------------------------
+    # -- Ray's reporter interface -------------------------------------------------------------------------
+    def setup(
+        self,
+        start_time: float | None = None,
+        total_samples: int | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Called by Tune before the run starts: remembers when it started and how many trials it expects.
+
+        Args:
+            start_time: when the Tune run started (seconds since the epoch; None: now).
+            total_samples: trials the search will create (None: count the trials seen).
+            metric: the metric Tune optimises (passed on to `CLIReporter`).
+            mode: "min" or "max" (passed on to `CLIReporter`).
+            **kwargs: further arguments of Ray's `ProgressReporter.setup`.
+        """
+        super().setup(start_time=start_time, total_samples=total_samples, metric=metric, mode=mode, **kwargs)
+        self.start_time = time.time() if start_time is None else start_time
+        self.total_samples = total_samples
+
+    def set_total_samples(self, total_samples: int | None) -> None:
+        """Called by Tune when the number of trials is known or changes.
+
+        Args:
+            total_samples: trials the search will create.
+        """
+        super().set_total_samples(total_samples)
+        self.total_samples = total_samples
+
+    def report(self, trials: list[Trial], done: bool, *sys_info: str) -> None:
+        """Print the progress line, the trial rows and the errored trials (Tune calls this whenever
+        `should_report` says so).
+
+        Args:
+            trials: every trial of the run.
+            done: the run is over (every trial is shown, not only running and finished ones).
+            *sys_info: Ray's resource lines (not shown: the dashboard has them).
+        """
+        print(self.progress_text(trials, done), flush=True)
+
+    # -- what the console shows ---------------------------------------------------------------------------
     def _config(self, trial: Trial) -> dict:
         config = trial.config or {}
-        return config.get("trial", config) if self._nested else config
+        return config.get("trial", config) if self.nested else config
 
     def trial_row(self, trial: Trial) -> list[str]:
-        """The cells of one trial's row (trial, status, the parameter and metric columns)."""
+        """The cells of one trial's row (trial, status, the parameter and metric columns).
+
+        Args:
+            trial: a Tune trial (its config and `last_result` are read).
+        """
         cfg, res = self._config(trial), trial.last_result or {}
         cells = [_short_name(trial), trial.status]
         for key, _ in PARAMETER_COLUMNS:
@@ -164,8 +247,8 @@ class StudyReporter(CLIReporter):
             cells.append(_cell(value))
         phase = res.get("phase")
         epoch = res.get("epoch")
-        if phase == "refine" and epoch is not None and self._refine_epochs:
-            epoch = f"{epoch}/{self._refine_epochs}"
+        if phase == "refine" and epoch is not None and self.refine_epochs:
+            epoch = f"{epoch}/{self.refine_epochs}"
         elif phase == "align" and epoch is not None:
             epoch = f"{epoch}/{cfg.get('embedder_epochs', '?')}"
         otdd = self.tracker.otdd.get(trial.trial_id, res.get("otdd"))
@@ -179,10 +262,15 @@ class StudyReporter(CLIReporter):
         return cells
 
     def progress_line(self, trials: Sequence[Trial], now: float | None = None) -> str:
-        """Done / running / pending / errored counts, elapsed time and the ETA from finished trials."""
+        """Done / running / pending / errored counts, elapsed time and the ETA from finished trials.
+
+        Args:
+            trials: every trial of the run.
+            now: the time to measure elapsed time and the ETA at (None: now).
+        """
         now = time.time() if now is None else now
         by = {s: [t for t in trials if t.status == s] for s in STATUS_ORDER}
-        total = max(len(trials), self._total_samples or 0)
+        total = max(len(trials), self.total_samples or 0)
         parts = [
             f"{len(by[Trial.TERMINATED])} done",
             f"{len(by[Trial.RUNNING])} running",
@@ -198,29 +286,53 @@ class StudyReporter(CLIReporter):
             if eta is not None
             else "ETA after the first trial finishes"
         )
-        head = f"[{self._name}] " if self._name else ""
-        return (
-            f"{head}trials: {', '.join(parts)} of {total} | elapsed {format_duration(now - (self._start_time or now))}"
-            f" | {eta_str}"
-        )
+        head = f"[{self.name}] " if self.name else ""
+        elapsed = format_duration(now - (self.start_time if self.start_time is not None else now))
+        return f"{head}trials: {', '.join(parts)} of {total} | elapsed {elapsed} | {eta_str}"
 
-    def _progress_str(self, trials, done, *sys_info, fmt: str = "psql", delim: str = "\n") -> str:
-        from ray.tune.progress_reporter import _trial_errors_str
+    def error_lines(self, trials: Sequence[Trial]) -> list[str]:
+        """One line per trial that failed at least once: its name, status, failure count, where it was
+        (phase and epoch of its last result) and its error file. Empty when nothing failed.
 
+        Args:
+            trials: every trial of the run.
+        """
+        failed = [t for t in trials if t.status == Trial.ERROR or t.num_failures]
+        if not failed:
+            return []
+        lines = [f"errored trials: {len(failed)}"]
+        for t in failed:
+            res = t.last_result or {}
+            where = f" in {res['phase']} epoch {res.get('epoch', '?')}" if res.get("phase") else ""
+            retried = " (finished after a retry)" if t.status == Trial.TERMINATED else ""
+            lines.append(
+                f"  {_short_name(t)}  {t.status}{retried}  failures: {t.num_failures}{where}  error file: "
+                f"{t.error_file or '(none written)'}"
+            )
+        return lines
+
+    def progress_text(self, trials: Sequence[Trial], done: bool, now: float | None = None) -> str:
+        """What one report prints: the progress line, a table of trial rows (running, errored and finished
+        trials while the run goes on, at most `max_progress_rows` of them; every trial at the end) and the
+        errored trials.
+
+        Args:
+            trials: every trial of the run.
+            done: the run is over.
+            now: the time to measure elapsed time and the ETA at (None: now).
+        """
         ordered = sorted(trials, key=lambda t: (STATUS_ORDER.index(t.status), str(t)))
         if not done:  # while it runs: running, errored and finished trials (pending ones are counted above)
             ordered = [t for t in ordered if t.status not in (Trial.PENDING, Trial.PAUSED)]
-        shown = ordered if done else ordered[: self._max_progress_rows]
+        shown = ordered if done else ordered[: self.max_rows]
         header = ["trial", "status"] + [h for _, h in PARAMETER_COLUMNS] + [h for _, h in METRIC_COLUMNS]
-        lines = ["", self.progress_line(trials)]
+        lines = ["", self.progress_line(trials, now)]
         if shown:
             lines += _table(header, [self.trial_row(t) for t in shown])
         if len(shown) < len(ordered):
             lines.append(f"... {len(ordered) - len(shown)} more trials not shown")
-        errors = _trial_errors_str(trials, fmt=fmt)
-        if errors:
-            lines.append(errors)
-        return delim.join(lines) + delim
+        lines += self.error_lines(trials)
+        return "\n".join(lines) + "\n"
 
 
 def _short_name(trial: Trial) -> str:

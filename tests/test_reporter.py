@@ -86,8 +86,7 @@ def test_progress_line_counts_and_eta():
     cfg = {"trial": {"task": "t", "proxy": "none", "embedder_epochs": 0, "freeze": "none", "seed": 0}}
     trials = [_trial(cfg, s) for s in (Trial.TERMINATED, Trial.TERMINATED, Trial.RUNNING, Trial.PENDING)]
     reporter = StudyReporter()
-    reporter.setup(start_time=1000.0, total_samples=4)
-    reporter._start_time = 1000.0
+    reporter.setup(start_time=1000.0, total_samples=4)  # as Tune calls it when the run starts
     reporter.tracker.finished = {trials[0].trial_id: 30.0, trials[1].trial_id: 50.0}
     reporter.tracker.started = {trials[2].trial_id: 1090.0}
     line = reporter.progress_line(trials, now=1100.0)
@@ -95,6 +94,11 @@ def test_progress_line_counts_and_eta():
     assert "2 done, 1 running, 1 pending of 4" in line
     assert "elapsed 0:01:40" in line
     assert "ETA ~0:01:10 (mean 40 s per finished trial)" in line
+
+    # while it runs: running rows first, then finished ones, at most max_progress_rows; every trial at the end
+    rows = StudyReporter(max_progress_rows=2).progress_text(trials, done=False, now=1100.0).splitlines()[3:]
+    assert "RUNNING" in rows[0] and "TERMINATED" in rows[1] and rows[2] == "... 1 more trials not shown"
+    assert StudyReporter().progress_text(trials, done=True).count("PENDING") == 1
 
 
 @pytest.mark.slow
@@ -136,3 +140,33 @@ def test_sweep_console_reads_like_the_study(ray_local, tmp_path, capfd):
     logs = sorted(glob.glob(pattern))
     assert len(logs) == 2
     assert all("refine epoch   2" in Path(p).read_text() for p in logs)
+
+
+@pytest.mark.slow
+def test_failed_trial_named_with_its_error_file(ray_local, tmp_path, capfd):
+    """A real Tune run whose trial fails: the console names the trial, where it failed and its error file."""
+    from ray import tune
+
+    from orca_ray.reporter import use_classic_console
+
+    def fails_in_refine(config):  # nested, so Ray ships it by value (the tests are not importable in workers)
+        tune.report({"phase": "refine", "epoch": 1, "val_score": 0.5})
+        raise RuntimeError("refine blew up")
+
+    reporter = StudyReporter(name="fails", refine_epochs=3)
+    use_classic_console()
+    tuner = tune.Tuner(
+        fails_in_refine,
+        param_space={"trial": {"task": "digits", "seed": 7}},
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path), progress_reporter=reporter, callbacks=[reporter.tracker], verbose=1
+        ),
+    )
+    grid = tuner.fit()
+    assert grid[0].error is not None
+    out = capfd.readouterr().out
+    assert "[fails] trials: 0 done, 0 running, 0 pending, 1 failed of 1" in out
+    line = next(x for x in out.splitlines() if "error file:" in x)
+    assert "ERROR" in line and "failures: 1" in line and "in refine epoch 1" in line
+    error_file = line.split("error file: ")[1].strip()
+    assert "refine blew up" in Path(error_file).read_text()

@@ -86,8 +86,7 @@ class Connection(NamedTuple):
     Args:
         dashboard: the dashboard URL when this call started Ray and the dashboard runs, else None.
         local: this call started a new local Ray (so trials run on this machine only).
-        session_dir: the Ray session folder on this node when this call started or joined Ray, else None
-            (trial logs live under it).
+        session_dir: the Ray session folder of this driver on this node (trial logs live under it), or None.
     """
 
     dashboard: str | None
@@ -111,7 +110,9 @@ def connect(address: str | None) -> Connection:
     # every-epoch checkpoints are the point here: silence Tune's "snapshotting too often" advice
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
-        return Connection(None, False, None)
+        # this driver's own session, not `session_latest`, which any other Ray started here repoints
+        session = ray.get_runtime_context().get_session_name()
+        return Connection(None, False, os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", session))
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     env_vars = {k: os.environ[k] for k in (*PASS_THROUGH_ENV, LOGICAL_GPUS_ENV) if k in os.environ}
     # trial output (per-epoch lines, Ray's checkpoint messages) stays in each trial's log files
