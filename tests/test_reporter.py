@@ -97,7 +97,9 @@ def test_progress_line_counts_and_eta():
 
     # while it runs: running rows first, then finished ones, at most max_progress_rows; every trial at the end
     rows = StudyReporter(max_progress_rows=2).progress_text(trials, done=False, now=1100.0).splitlines()[3:]
-    assert "RUNNING" in rows[0] and "TERMINATED" in rows[1] and rows[2] == "... 1 more trials not shown"
+    assert "RUNNING" in rows[0]
+    assert "TERMINATED" in rows[1]
+    assert rows[2] == "... 1 more trials not shown"
     assert StudyReporter().progress_text(trials, done=True).count("PENDING") == 1
 
 
@@ -167,6 +169,8 @@ def test_failed_trial_named_with_its_error_file(ray_local, tmp_path, capfd):
     out = capfd.readouterr().out
     assert "[fails] trials: 0 done, 0 running, 0 pending, 1 failed of 1" in out
     line = next(x for x in out.splitlines() if "error file:" in x)
-    assert "ERROR" in line and "failures: 1" in line and "in refine epoch 1" in line
+    assert "ERROR" in line
+    assert "failures: 1" in line
+    assert "in refine epoch 1" in line
     error_file = line.split("error file: ")[1].strip()
     assert "refine blew up" in Path(error_file).read_text()
