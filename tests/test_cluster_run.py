@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orca_ray.baselines import baseline_kind
 from orca_ray.results import read_results
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,10 @@ def test_sweep_script_on_a_running_cluster_with_s3_storage(ray_head, tmp_path):
     done = subprocess.run(cmd, env=ray_head, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "s3://sweeps/orca/cluster-s3/parquet" in done.stdout
-    df = read_results("s3://sweeps/orca/cluster-s3/parquet")
+    rows = read_results("s3://sweeps/orca/cluster-s3/parquet")
+    kind = rows["config_json"].map(baseline_kind)
+    df, baselines = rows[kind.isna()], rows[kind.notna()]
+    assert set(baselines["task"]) == {"synthetic-satellite"}  # the demo's baselines landed on S3 too
     keys = sorted(zip(df["embedder_epochs"], df["phase"], df["epoch"]))
     assert keys == [
         (0, "align", 0),
