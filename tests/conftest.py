@@ -111,3 +111,23 @@ def private_ray_head():
     for run_env in started:
         subprocess.run([sys.executable, str(check), "teardown", "--run-id", run_env[RUN_MARKER]], timeout=120)
         shutil.rmtree(run_env["RAY_TMPDIR"], ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_sweep_space(tmp_path):
+    """A real sweep small enough for a test: two trials (0 and 2 embedder epochs) of a synthetic 1D task
+    through the tiny text body, with the trial caches under the test's folder."""
+    return {
+        "task": "synthetic-satellite",
+        "body": "tiny-text",
+        "proxy": "fake-text",
+        "embedder_epochs": [0, 2],
+        "seed": 0,
+        "refine_epochs": 2,
+        "batch_size": 32,
+        "proxy_size": 200,
+        "align_batch_per_class": 8,
+        "max_train_samples": 256,
+        "max_eval_samples": 128,
+        "cache_dir": str(tmp_path / "cache"),
+    }

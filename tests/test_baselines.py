@@ -131,25 +131,12 @@ def test_prepare_baselines_fits_caches_and_reuses(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path):
+def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_sweep_space):
     """A real sweep with baselines: the random-init body runs as a trial, both baselines land in Parquet and
     the table; a second sweep on the same task takes them from the cache without running that trial."""
     from orca_ray.sweep import SweepSpec, run_sweep
 
-    space = {
-        "task": "synthetic-satellite",
-        "body": "tiny-text",
-        "proxy": "fake-text",
-        "embedder_epochs": [0, 2],
-        "seed": 0,
-        "refine_epochs": 2,
-        "batch_size": 32,
-        "proxy_size": 200,
-        "align_batch_per_class": 8,
-        "max_train_samples": 256,
-        "max_eval_samples": 128,
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    space = tiny_sweep_space
     first = SweepSpec(name="first", space=space, storage=str(tmp_path / "store"), baselines=True)
     grid = run_sweep(first)
     assert len(grid) == 3  # 2 trials + the random-init body

@@ -104,25 +104,12 @@ def test_progress_line_counts_and_eta():
 
 
 @pytest.mark.slow
-def test_sweep_console_reads_like_the_study(ray_local, tmp_path, capfd):
+def test_sweep_console_reads_like_the_study(ray_local, tmp_path, capfd, tiny_sweep_space):
     """A real (tiny) sweep: where-to-look lines first, then progress lines and study rows; no config dicts and
     no checkpoint lines on the console; each trial's log holds its epoch lines."""
     from orca_ray.sweep import SweepSpec, run_sweep
 
-    space = {
-        "task": "synthetic-satellite",
-        "body": "tiny-text",
-        "proxy": "fake-text",
-        "embedder_epochs": [0, 2],
-        "seed": 0,
-        "refine_epochs": 2,
-        "batch_size": 32,
-        "proxy_size": 200,
-        "align_batch_per_class": 8,
-        "max_train_samples": 256,
-        "max_eval_samples": 128,
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    space = tiny_sweep_space
     spec = SweepSpec(name="console", space=space, storage=str(tmp_path / "store"), analysis=False)
     grid = run_sweep(spec)
     assert not any(r.error for r in grid)
