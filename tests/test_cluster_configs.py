@@ -817,6 +817,46 @@ def test_aws_setup_script_versions_the_bucket_and_attaches_no_managed_admin_poli
     assert profiles["gpu_worker"].endswith("/orca-ray-worker")
 
 
+# The IAM action AWS checks for an S3 API operation (AWS's "Actions, resources, and condition keys for Amazon
+# S3" and its multipart-upload permissions page). moto authorises some requests by the operation's own name
+# instead -- HeadBucket always, and since moto 5.2.6 every operation botocore names (CreateMultipartUpload,
+# UploadPart, ...) -- which are not IAM actions, so a policy that is right for AWS is denied there. The
+# policies are right; the mock is not: the test grants each operation name wherever AWS's action is granted.
+S3_OPERATION_TO_IAM_ACTION = {
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:CreateMultipartUpload": "s3:PutObject",
+    "s3:UploadPart": "s3:PutObject",
+    "s3:CompleteMultipartUpload": "s3:PutObject",
+    "s3:ListParts": "s3:ListMultipartUploadParts",
+    "s3:DeleteObjects": "s3:DeleteObject",
+}
+
+
+def with_moto_operation_names(policy: dict) -> dict:
+    """The policy with each S3 operation name moto may check added beside the IAM action AWS checks for it
+    (same statement, same resources): what the policy allows on AWS, it then allows on moto, and no more."""
+    for st in policy["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        st["Action"] = actions + [
+            op
+            for op, action in S3_OPERATION_TO_IAM_ACTION.items()
+            if any(iam_match(a, action) for a in actions)
+        ]
+    return policy
+
+
+def test_moto_operation_names_grant_only_what_the_iam_action_grants():
+    worker = with_moto_operation_names(iam_policy("aws-worker-policy.json"))
+    obj = "arn:aws:s3:::bkt1/"
+    assert allows(worker, "s3:CreateMultipartUpload", obj + WORKER_WRITABLE)
+    for key in DRIVER_ONLY:
+        assert not allows(worker, "s3:CreateMultipartUpload", obj + key), key
+        assert not allows(worker, "s3:DeleteObjects", obj + key), key
+
+
 def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tmp_path):
     """moto with IAM enforced: a worker's credentials persist a checkpoint the way Ray's trial workers do
     (StorageContext.persist_current_checkpoint) but cannot write or delete driver state; the head's can."""
@@ -857,12 +897,7 @@ def test_aws_policies_hold_on_an_s3_server_through_rays_own_checkpoint_upload(tm
         s3.create_bucket(Bucket="bkt1")
         keys = {}
         for role in ("head", "worker"):
-            policy = iam_policy(f"aws-{role}-policy.json")
-            # moto authorises HeadBucket as a made-up action "s3:HeadBucket"; AWS checks s3:ListBucket, which
-            # both policies grant on the bucket
-            policy["Statement"].append(
-                {"Effect": "Allow", "Action": "s3:HeadBucket", "Resource": "arn:aws:s3:::bkt1"}
-            )
+            policy = with_moto_operation_names(iam_policy(f"aws-{role}-policy.json"))
             iam.create_user(UserName=role)
             iam.put_user_policy(UserName=role, PolicyName=role, PolicyDocument=json.dumps(policy))
             keys[role] = iam.create_access_key(UserName=role)["AccessKey"]
