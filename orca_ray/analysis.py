@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from orca_ray.baselines import GBDT, LINEAR, RANDOM_BODY
 from orca_ray.baselines import KINDS as BASELINE_KINDS
-from orca_ray.baselines import LINEAR, RANDOM_BODY
 from orca_ray.results import final_scores, read_results
 from orca_ray.tables import (
     FACTORS,
@@ -74,7 +74,7 @@ BODY_ORDER = (
     "FacebookAI/roberta-base",
 )
 # horizontal baseline lines: (colour, line style), outside the C0..C9 cycle the factor plots use
-BASELINE_STYLE = {LINEAR: ("black", ":"), RANDOM_BODY: ("black", "-.")}
+BASELINE_STYLE = {LINEAR: ("black", ":"), GBDT: ("black", "--"), RANDOM_BODY: ("black", "-.")}
 
 FIG2 = "fig2_finetune_curves_by_proxy.png"
 FIG3 = "fig3_otdd_vs_score.png"

@@ -7,6 +7,9 @@ the same metric, the same splits):
   regression (multilabel: one linear score per label, ranked for AUROC; dense regression) on the flattened,
   standardised inputs; the regularisation strength is chosen on the validation split. Seconds on the
   driver for the demo's tasks; at most `LINEAR_MAX_TRAIN` training rows.
+- **gradient-boosted trees** (tables only: OpenML, csv/parquet, the bundled tables): scikit-learn's
+  HistGradientBoostingClassifier on the same encoded features, its learning rate chosen on the validation
+  split; fitted on the driver like the linear model, seconds.
 - **the same body from random init**: the sweep's trial with `random:<body>`, no proxy, no embedder training
   and nothing frozen — the study's "does pretraining matter?" question in one row. It is an ordinary trial
   (it runs through Tune next to the others); `random_body_config` builds it.
@@ -37,8 +40,12 @@ from .tasks import Task
 BASELINE_KEY = "baseline"  # key in a baseline's Tune config / config_json
 LINEAR = "linear model (raw inputs)"
 RANDOM_BODY = "random-init body"
-KINDS = (LINEAR, RANDOM_BODY)
+GBDT = "gradient-boosted trees"
+KINDS = (LINEAR, GBDT, RANDOM_BODY)
 LINEAR_BODY = "linear"  # the `body` column of a linear-baseline row: no transformer ran
+GBDT_BODY = "gbdt"  # the `body` column of a gradient-boosted-trees row
+_DRIVER_BODIES = {LINEAR: LINEAR_BODY, GBDT: GBDT_BODY}  # baselines fitted on the driver, not run as trials
+_GBDT_LR_GRID = (0.05, 0.1, 0.2)
 LINEAR_MAX_TRAIN = 20_000  # rows the linear model is fitted on at most (seeded subset beyond that)
 _C_GRID = (0.01, 0.1, 1.0, 10.0)
 _ALPHA_GRID = (0.1, 1.0, 10.0, 100.0)
@@ -57,22 +64,31 @@ def random_body_config(cfg: TrialConfig) -> TrialConfig:
     )
 
 
-def linear_config(cfg: TrialConfig) -> TrialConfig:
-    """The TrialConfig that names a linear baseline (its hash keys the cache): the trial's task, data and
-    seed; body "linear"; no proxy; fine-tuning fields cleared (they do not apply).
+def linear_config(cfg: TrialConfig, body: str = LINEAR_BODY) -> TrialConfig:
+    """The TrialConfig that names a driver-fitted baseline (its hash keys the cache): the trial's task, data,
+    seed and protocol; body "linear" (or "gbdt"); no proxy; fine-tuning fields cleared (they do not apply).
 
     Args:
         cfg: any trial of the sweep on that task and seed.
+        body: the baseline's `body` column, LINEAR_BODY or GBDT_BODY.
     """
     keep = ("task", "seed", "preset", "val_fraction", "max_train_samples", "max_eval_samples", "data_root")
+    # the protocol changes a table's encoding and splits; kept out for the other tasks so their hashes stay
+    extra = {"protocol": cfg.protocol} if _is_table(cfg.task) else {}
     return TrialConfig.from_dict(
-        {k: getattr(cfg, k) for k in keep} | {"body": LINEAR_BODY, "proxy": "none", "embedder_epochs": 0}
+        {k: getattr(cfg, k) for k in keep} | extra | {"body": body, "proxy": "none", "embedder_epochs": 0}
     )
 
 
+def _is_table(task: str) -> bool:
+    from .tasks.tabular import is_tabular
+
+    return is_tabular(task)
+
+
 def baselines_for(configs: list[TrialConfig]) -> list[tuple[str, TrialConfig]]:
-    """(kind, config) of every baseline a sweep's trials need: one linear and one random-init-body
-    baseline per (task, seed, data split, fine-tuning settings), in the trials' order, without duplicates.
+    """(kind, config) of every baseline a sweep's trials need: one linear (and, for tables, one
+    gradient-boosted-trees) and one random-init-body baseline per (task, seed, data split, fine-tuning settings), in the trials' order, without duplicates.
     Trials whose body is already random get no random-body baseline of their own.
 
     Args:
@@ -80,7 +96,10 @@ def baselines_for(configs: list[TrialConfig]) -> list[tuple[str, TrialConfig]]:
     """
     out, seen = [], set()
     for c in configs:
-        for kind, b in ((LINEAR, linear_config(c)), (RANDOM_BODY, random_body_config(c))):
+        kinds = [(LINEAR, linear_config(c))]
+        if _is_table(c.task):
+            kinds.append((GBDT, linear_config(c, GBDT_BODY)))
+        for kind, b in (*kinds, (RANDOM_BODY, random_body_config(c))):
             if b.config_hash not in seen:
                 seen.add(b.config_hash)
                 out.append((kind, b))
@@ -157,27 +176,67 @@ def fit_linear(task: Task, seed: int = 0) -> dict:
     }
 
 
+def fit_gbdt(task: Task, seed: int = 0) -> dict:
+    """Fit scikit-learn's HistGradientBoostingClassifier on a table's encoded features, the learning rate with
+    the best validation score winning; returns what `fit_linear` returns.
+
+    Args:
+        task: a tabular classification task (train / val / test as a trial of this seed sees them).
+        seed: seeds the trees.
+    """
+    import time
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    t0 = time.perf_counter()
+    x_tr, y_tr = _flat(task.train.x), np.asarray(task.train.y)
+    best = None
+    for lr in _GBDT_LR_GRID:
+        model = HistGradientBoostingClassifier(learning_rate=lr, early_stopping=False, random_state=seed)
+        model.fit(x_tr, y_tr)
+        val = compute_metric(task.metric, task.val.y, _log_proba(model, task.val.x, task.num_outputs))
+        if best is None or (math.isfinite(val) and not val >= best[0]):
+            best = (val, model, f"HistGradientBoostingClassifier(learning_rate={lr:g})")
+    val, model, name = best
+    test = compute_metric(task.metric, task.test.y, _log_proba(model, task.test.x, task.num_outputs))
+    return {
+        "val_score": float(val),
+        "test_score": float(test),
+        "train_loss": float("nan"),
+        "seconds": time.perf_counter() - t0,
+        "model": name,
+    }
+
+
+def _log_proba(model, x, num_classes: int) -> np.ndarray:
+    # log-probabilities as logits: their softmax is the model's probabilities (the metrics take logits)
+    out = np.full((len(x), num_classes), -30.0)
+    out[:, model.classes_] = np.log(np.clip(model.predict_proba(_flat(x)), 1e-13, None))
+    return out
+
+
 def _two_class(model, x) -> np.ndarray:
     # binary logistic regression has one decision value; as two logits its argmax is the predicted class
     d = model.decision_function(x)
     return np.stack([np.zeros_like(d), d], axis=1)
 
 
-def linear_rows(cfg: TrialConfig, task: Task, fitted: dict) -> list[dict]:
-    """The Parquet row of a linear baseline (one "refine" row at epoch 1; no align rows).
+def linear_rows(cfg: TrialConfig, task: Task, fitted: dict, kind: str = LINEAR) -> list[dict]:
+    """The Parquet row of a driver-fitted baseline (one "refine" row at epoch 1; no align rows).
 
     Args:
         cfg: the baseline's config (`linear_config`).
         task: the task it was fitted on.
-        fitted: what `fit_linear` returned.
+        fitted: what `fit_linear` (or `fit_gbdt`) returned.
+        kind: LINEAR or GBDT.
     """
-    config = {**cfg.to_dict(), BASELINE_KEY: LINEAR, "model": fitted["model"]}
+    config = {**cfg.to_dict(), BASELINE_KEY: kind, "model": fitted["model"]}
     return [
         {
             "trial_id": baseline_trial_id(cfg),
             "config_hash": cfg.config_hash,
             "task": cfg.task,
-            "body": LINEAR_BODY,
+            "body": _DRIVER_BODIES[kind],
             "proxy": "none",
             "embedder_epochs": 0,
             "freeze": "none",
@@ -249,7 +308,7 @@ def prepare_baselines(configs: list[TrialConfig], sink, tasks: dict, cache: Base
     Parquet, and return the random-init-body baselines still to run as Tune trial configs (TrialConfig
     fields plus `"baseline": RANDOM_BODY`).
 
-    Linear baselines are fitted here (seconds) unless cached; cached random-body baselines are copied.
+    Linear (and tables' gradient-boosted-trees) baselines are fitted here (seconds) unless cached; cached random-body baselines are copied.
 
     Args:
         configs: the sweep's trials.
@@ -262,11 +321,12 @@ def prepare_baselines(configs: list[TrialConfig], sink, tasks: dict, cache: Base
     to_run = []
     for kind, cfg in baselines_for(configs):
         rows = cache.get(cfg)
-        if rows is None and kind == LINEAR:
+        if rows is None and kind in _DRIVER_BODIES:
             key = task_key(cfg)
             if key not in tasks:
                 tasks[key] = load_trial_task(cfg)
-            rows = linear_rows(cfg, tasks[key], fit_linear(tasks[key], seed=cfg.seed))
+            fit = fit_linear if kind == LINEAR else fit_gbdt
+            rows = linear_rows(cfg, tasks[key], fit(tasks[key], seed=cfg.seed), kind)
             cache.put(cfg, rows)
         if rows is None:
             to_run.append({**cfg.to_dict(), BASELINE_KEY: kind})

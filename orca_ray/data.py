@@ -5,6 +5,7 @@ back. The logic lives in `orca_ray.tasks.nb360.staging`. `check` also takes one 
     python -m orca_ray.data check npz:PATH | ucr:DIR | imagefolder:DIR [--val-fraction F]   # load and describe
     python -m orca_ray.data stage ROOT DEST [--tasks ...]   # DEST: /shared/path, s3://bucket/prefix, gs://...
     python -m orca_ray.data fetch SRC DEST [--tasks ...]    # a staged copy (local or s3://, gs://) -> local DEST
+    python -m orca_ray.data stage openml:31 [openml:54 ...] [--data-root DIR] [--data-home SKLEARN_CACHE]
 
 The exit code is 1 when anything requested is missing or broken (2 for bad arguments).
 """
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser(
         "stage", help="copy a checked root to shared storage (path, s3://, gs://) + MANIFEST.json"
     )
-    s.add_argument("root")
-    s.add_argument("dest")
+    s.add_argument("root", help="a NAS-Bench-360 data root, or openml:ID (then no DEST; several ids allowed)")
+    s.add_argument("dest", nargs="*", help="where a NAS-Bench-360 root goes; more openml:ID for OpenML")
+    s.add_argument("--data-root", help="openml:ID: the data root to stage under (default: the cache folder)")
+    s.add_argument("--data-home", help="openml:ID: scikit-learn's OpenML download cache")
     s.add_argument("--tasks", nargs="+", metavar="TASK")
     s.add_argument("--no-load", action="store_true", help="check files and checksums only before staging")
     f = sub.add_parser("fetch", help="copy a staged root to local disk, verified against its MANIFEST.json")
@@ -79,11 +82,35 @@ def _run(args) -> int:
         else:
             print_check(report)
         return 0 if report["ok"] else 1
+    if args.cmd == "stage" and args.root.startswith("openml:"):
+        return _stage_openml([args.root, *args.dest], args.data_root, args.data_home)
     if args.cmd == "stage":
-        stage(args.root, args.dest, args.tasks, load=not args.no_load)
+        if len(args.dest) != 1:
+            raise ValueError("stage ROOT DEST: give one DEST (a path, s3:// or gs:// URI)")
+        stage(args.root, args.dest[0], args.tasks, load=not args.no_load)
     else:
         fetch(args.src, args.dest, args.tasks)
     return 0
+
+
+def _stage_openml(specs: list[str], data_root, data_home) -> int:
+    from .tasks import TaskDataError
+    from .tasks.tabular import openml
+
+    try:
+        ids = [openml.parse_id(s) for s in specs]
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    failed = 0
+    for did in ids:
+        try:
+            out = openml.stage(did, data_root, data_home=data_home)
+        except TaskDataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"staged openml:{did} -> {out}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -58,6 +58,34 @@ def one_minus_mean_auroc(y_true: np.ndarray, scores: np.ndarray, groups: np.ndar
     return float(1.0 - np.mean(aucs)) if aucs else float("nan")
 
 
+def one_minus_roc_auc(y_true: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """1 − ROC AUC of the softmax of class logits (ORCA's tabular metric, `auc_metric`): two classes, the
+    positive class's probability; more, the one-vs-one macro average. NaN when the split holds one class.
+
+    Args:
+        y_true: (N,) class indices.
+        logits: (N, K) class scores.
+        groups: unused (one signature for every metric).
+    """
+    y_true = np.asarray(y_true)
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    prob = np.exp(z)
+    prob /= prob.sum(axis=1, keepdims=True)
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return float("nan")
+    if prob.shape[1] == 2:
+        return float(1.0 - roc_auc_score(y_true, prob[:, 1]))
+    if len(present) < prob.shape[1]:
+        # a split missing a class: one-vs-one over the classes it has, probabilities renormalised over them
+        prob = prob[:, present] / prob[:, present].sum(axis=1, keepdims=True)
+        y_true = np.searchsorted(present, y_true)
+        if len(present) == 2:
+            return float(1.0 - roc_auc_score(y_true, prob[:, 1]))
+    return float(1.0 - roc_auc_score(y_true, prob, multi_class="ovo", average="macro"))
+
+
 def relative_l2(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray | None = None) -> float:
     """Mean over samples of ‖pred − true‖₂ / ‖true‖₂ (Darcy Flow, FNO's LpLoss with size_average).
 
@@ -77,6 +105,7 @@ METRICS = {
     "error": zero_one_error,
     "1-macro-f1": one_minus_macro_f1,
     "1-auroc": one_minus_mean_auroc,
+    "1-roc-auc": one_minus_roc_auc,
     "rel-l2": relative_l2,
 }
 
@@ -87,7 +116,7 @@ def compute_metric(
     """The metric `name` of a whole split (lower is better).
 
     Args:
-        name: "error", "1-macro-f1", "1-auroc" or "rel-l2" (a Task's `metric`).
+        name: "error", "1-macro-f1", "1-auroc", "1-roc-auc" or "rel-l2" (a Task's `metric`).
         y_true: the split's targets.
         outputs: logits (classification), scores (multilabel) or predictions (regression, de-normalised).
         groups: optional group id per row (ECG recordings: one vote per recording).

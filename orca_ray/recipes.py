@@ -2,7 +2,8 @@
 
 Like timm's ``default_cfgs``: a table per task (`TASK_RECIPES`) and per preset (`PRESETS`); code asks
 `recipe_for(task)` and `PRESETS[preset]` instead of keeping its own copy. The NAS-Bench-360 rows are ORCA's
-configs (sjunhongshen/ORCA, its per-task configs); a seeded stand-in ``synthetic-X`` uses the recipe of ``X``
+configs (sjunhongshen/ORCA, its per-task configs), the ``openml:<ID>`` rows its 42 OpenML configs (the table
+is data in `tabular_recipes`); a seeded stand-in ``synthetic-X`` uses the recipe of ``X``
 (`base_task`); bundled and user tasks get the CPU demo recipe.
 
     recipe_for("synthetic-ecg").refine.accum      # 16 (ORCA's ECG config)
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .refine import RefineHParams
+from .tabular_recipes import OPENML_ALIGN_EPOCHS, ORCA_OPENML, align_batch_per_class, openml_row
 
 SYNTHETIC_PREFIX = "synthetic-"
 DEFAULT_BATCH_PER_CLASS = 64  # align batch per class for tasks without an ORCA config
@@ -40,6 +42,7 @@ class TaskRecipe:
         target_seq_len: token budget behind the 1D embedder's stride (None: the model's default, 64).
         align_batch_per_class: target points per class in each align step (Algorithm 1's b).
         train_size: training samples of the real task, for the `--dry-run` cost estimate.
+        dropout: ORCA's ``drop_out`` for the body (recorded for the OpenML recipes; trials take `--dropout`).
     """
 
     refine: RefineHParams
@@ -47,6 +50,7 @@ class TaskRecipe:
     target_seq_len: int | None = None
     align_batch_per_class: int = DEFAULT_BATCH_PER_CLASS
     train_size: int = DEFAULT_TRAIN_SIZE
+    dropout: float = 0.0
 
 
 # small real tasks run on a laptop CPU: short, and a learning rate that moves a pretrained body in few epochs
@@ -198,10 +202,42 @@ BUNDLED_TRAIN_SIZES = {
     "italypowerdemand": 61,
     "italypowerdemand-pooled": 575,
 }
+# the bundled tables (scikit-learn's breast cancer and wine): training rows after the test and validation splits
+BUNDLED_TABLE_TRAIN_SIZES = {"breast-cancer": 410, "wine": 127}
+
+
+def _openml_recipe(did: int) -> TaskRecipe:
+    r = openml_row(did)
+    hp = RefineHParams(
+        r["optimizer"],
+        r["lr"],
+        momentum=r["momentum"] if r["momentum"] is not None else 0.9,
+        weight_decay=float(r["weight_decay"]),
+        epochs=r["epochs"],
+        batch_size=r["batch_size"],
+        accum=1,
+        clip=r["clip"],
+        warmup_epochs=r["warmup_epochs"],
+        decay_epochs=r["decay_epochs"],
+    )
+    return TaskRecipe(
+        refine=hp,
+        align_epochs=OPENML_ALIGN_EPOCHS,
+        target_seq_len=r["target_seq_len"],
+        align_batch_per_class=align_batch_per_class(r["maxsamples"], r["batch_size"]),
+        dropout=r["dropout"],
+    )
+
+
 TASK_RECIPES: dict[str, TaskRecipe] = {
     **NB360_RECIPES,
     **{name: TaskRecipe(refine=DEMO_HPARAMS, train_size=n) for name, n in BUNDLED_TRAIN_SIZES.items()},
+    **{name: TaskRecipe(refine=DEMO_HPARAMS, train_size=n) for name, n in BUNDLED_TABLE_TRAIN_SIZES.items()},
+    **{f"openml:{did}": _openml_recipe(did) for did in ORCA_OPENML},
 }
+
+# the tasks whose recipe is one of ORCA's configs (the dry run lists them)
+ORCA_RECIPE_TASKS = frozenset(NB360_RECIPES) | {f"openml:{did}" for did in ORCA_OPENML}
 
 
 def recipe_for(task: str) -> TaskRecipe:

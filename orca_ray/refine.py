@@ -29,6 +29,7 @@ from torch import nn
 from .metrics import chunked_metric, compute_metric, orca_chunks
 from .model import trainable_parameters, trainable_state_dict
 from .tasks import PROTOCOLS, Split, Task
+from .tasks.base import LOSSES
 
 
 @dataclass(frozen=True)
@@ -160,16 +161,30 @@ def batches(split: Split, batch_size: int, order: np.ndarray | None = None):
 ORCA_FOCAL_EPS = 1e-9  # ORCA's FocalLoss adds this to the softmax before the log
 
 
+def class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """1 / (share of each class among the labels), as ORCA weights its tabular cross-entropy.
+
+    Args:
+        y: (N,) training class indices (every class present; `Task` validates that).
+        num_classes: K.
+    """
+    share = np.bincount(np.asarray(y), minlength=num_classes) / len(y)
+    return (1.0 / share).astype(np.float32)
+
+
 class TaskLoss(nn.Module):
     """A task's training loss on model outputs, as ORCA computes it.
 
     Args:
-        loss: "cross_entropy" (mean over the batch); "focal" (ORCA's NinaPro FocalLoss with alpha 1, gamma 0:
+        loss: "cross_entropy" (mean over the batch); "weighted_cross_entropy" (ORCA's tabular loss: torch's
+            class-weighted cross-entropy, `class_weights` = 1 / each class's share of the training labels);
+            "focal" (ORCA's NinaPro FocalLoss with alpha 1, gamma 0:
             mean of −log(softmax + 1e-9) at the target); "bce" (BCE-with-logits, mean, `pos_weight` for every
             label); "rel_l2" (relative L2 per sample, summed over the batch, on de-normalised fields).
         num_outputs: labels of a "bce" task (sizes the pos_weight vector).
         pos_weight: BCE positive-class weight (DeepSEA: 4), or None.
         y_normalizer: decodes "rel_l2" predictions and targets before the loss (Darcy), or None.
+        class_weights: (K,) per-class weights of "weighted_cross_entropy".
     """
 
     def __init__(
@@ -179,10 +194,13 @@ class TaskLoss(nn.Module):
         num_outputs: int | None = None,
         pos_weight: float | None = None,
         y_normalizer=None,
+        class_weights=None,
     ):
         super().__init__()
-        if loss not in ("cross_entropy", "focal", "bce", "rel_l2"):
-            raise ValueError(f"loss must be cross_entropy, focal, bce or rel_l2, got {loss!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss == "weighted_cross_entropy" and class_weights is None:
+            raise ValueError("a weighted_cross_entropy loss needs class_weights")
         self.loss, self.normalizer = loss, y_normalizer
         pw = None
         if pos_weight is not None:
@@ -190,6 +208,8 @@ class TaskLoss(nn.Module):
                 raise ValueError("a bce loss with pos_weight needs num_outputs")
             pw = torch.full((num_outputs,), float(pos_weight))
         self.register_buffer("pos_weight", pw, persistent=False)
+        cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", cw, persistent=False)
 
     @classmethod
     def for_task(cls, task: Task) -> TaskLoss:
@@ -203,6 +223,9 @@ class TaskLoss(nn.Module):
             num_outputs=task.num_outputs,
             pos_weight=task.pos_weight,
             y_normalizer=task.y_normalizer,
+            class_weights=class_weights(task.train.y, task.num_outputs)
+            if task.loss == "weighted_cross_entropy"
+            else None,
         )
 
     def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -215,6 +238,8 @@ class TaskLoss(nn.Module):
         out = out.float()
         if self.loss == "cross_entropy":
             return F.cross_entropy(out, y)
+        if self.loss == "weighted_cross_entropy":
+            return F.cross_entropy(out, y, weight=self.class_weights)
         if self.loss == "focal":
             p = F.softmax(out, dim=1).gather(1, y.long()[:, None])[:, 0]
             return -torch.log(p + ORCA_FOCAL_EPS).mean()

@@ -131,7 +131,7 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
             g = base[(base["task"] == task) & (base["baseline"] == kind)]
             if len(g):
                 body = str(g["body"].iloc[0])
-                label = f"**baseline: {kind}**" + ("" if body == "linear" else f" ({body})")
+                label = f"**baseline: {kind}**" + ("" if body in ("linear", "gbdt") else f" ({body})")
                 cells = [task, label, *([MISSING] * (len(keys) - 2)), *_score_cells(g)]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -43,7 +43,8 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
     p.add_argument(
         "--tasks",
         nargs="+",
-        help="task names, or your own data: npz:PATH, ucr:DIR, imagefolder:DIR (local, ~, s3://, gs://)",
+        help="task names, or your own data: npz:PATH, ucr:DIR, imagefolder:DIR, csv:PATH[#label=COL], "
+        "parquet:PATH[#label=COL] (local, ~, s3://, gs://); openml:ID (staged); openml-cc18 (ORCA's 42)",
     )
     p.add_argument("--seeds", nargs="+", type=count(0), help="seeds (default: the preset's)")
     p.add_argument(
@@ -171,7 +172,8 @@ def main(
             random_body = [c for kind, c in baselines_for(configs) if kind == RANDOM_BODY]
             print(
                 f"baselines: {len(random_body)} random-init-body trials more (unless cached) and a linear "
-                "model per task and seed on the driver (--no-baselines skips them)"
+                "model per task and seed on the driver, gradient-boosted trees too for tables "
+                "(--no-baselines skips them)"
             )
         return 0
     try:
@@ -196,6 +198,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
     """The SweepSpec and its trials from the parsed flags; every bad value is a PreflightError line."""
     from ..preflight import PreflightError
     from ..tasks import absolute_spec, task_info
+    from ..tasks.tabular import suite_tasks
 
     problems = []
     for dest, least in _COUNTS.items():
@@ -204,6 +207,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             if v is not None and v < least:
                 problems.append(f"--{dest.replace('_', '-')}: must be >= {least}, got {v}")
     tasks = args.tasks or list((default_tasks or {}).get(args.preset) or preset.tasks)
+    tasks = [t for name in tasks for t in (suite_tasks(name) or [name])]  # openml-cc18 → its 42 openml:ID
     # a local path is pinned on the driver: trials run in their own folders, maybe on other nodes
     args.tasks = [absolute_spec(t) for t in tasks]
     for t in args.tasks:

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from ..config import TrialConfig
 from ..io import join
-from ..recipes import hparams_for, recipe_for
+from ..recipes import ORCA_RECIPE_TASKS, base_task, hparams_for, recipe_for
 
 DEMO_STORAGE = "./results"
 RESULTS_SUBDIR = "parquet"
@@ -169,6 +169,23 @@ def estimate(cfg: TrialConfig) -> dict:
     }
 
 
+def recipe_line(r) -> str:
+    """One line of a task recipe's fields, as the dry run lists them.
+
+    Args:
+        r: a `recipes.TaskRecipe`.
+    """
+    h = r.refine
+    opt = f"{h.optimizer} lr {h.lr:g} wd {h.weight_decay:g}" + (
+        f" mom {h.momentum:g}" if h.optimizer == "sgd" else ""
+    )
+    return (
+        f"{opt}, {h.epochs} epochs, batch {h.batch_size}×{h.accum}, clip {h.clip}, warmup/decay "
+        f"{h.warmup_epochs}/{h.decay_epochs}, target_seq_len {r.target_seq_len}, embedder epochs {r.align_epochs}, "
+        f"align batch/class {r.align_batch_per_class}, dropout {r.dropout:g}"
+    )
+
+
 def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None = None) -> dict:
     """Print the trial matrix (the fields that vary) with a per-trial and total cost estimate.
 
@@ -205,6 +222,11 @@ def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None =
         if k not in varying and getattr(configs[0], k) is not None
     }
     print(f"  fixed: {json.dumps(fixed, default=str)}", file=out)
+    recipes = [t for t in dict.fromkeys(c.task for c in configs) if base_task(t) in ORCA_RECIPE_TASKS]
+    if recipes:
+        print("  ORCA's recipes (before the flags' overrides):", file=out)
+    for t in recipes:
+        print(f"    {t:>16}  {recipe_line(recipe_for(t))}", file=out)
     print(
         f"estimate: {tot['gpu_hours']:.2f} GPU-hours at ~{ASSUMED_TFLOPS['gpu']:.0f} TFLOP/s sustained, or "
         f"{tot['cpu_hours']:.1f} CPU-hours at ~{ASSUMED_TFLOPS['cpu']} TFLOP/s (order of magnitude; "

@@ -7,6 +7,7 @@
     load_task("ucr:/data/UCRArchive_2018/GunPoint")   # <Name>_TRAIN.tsv / _TEST.tsv (or .ts)
     load_task("imagefolder:/data/pets")       # train/<class>/*.png, test/<class>/..., optional val/
     load_task("satellite", data_root="/data/nb360")
+    load_task("csv:/data/churn.csv#label=churned")   # tables: tabular/ (also parquet:, openml:ID, breast-cancer)
 
 Every factory returns a validated `Task` with a seeded validation split carved from train.
 """
@@ -28,7 +29,7 @@ from .base import (
     limit_samples,
     orca_composition,
 )
-from .specs import PATH_FORMS, PATH_PREFIXES, absolute_spec, local_path, split_spec, task_slug
+from .specs import PATH_FORMS, PATH_PREFIXES, absolute_spec, local_path, split_fragment, split_spec, task_slug
 
 __all__ = [
     "PATH_PREFIXES",
@@ -66,6 +67,7 @@ class TaskInfo:
 
 
 _REGISTRY: dict[str, TaskInfo] = {}
+OPENML_PREFIX = "openml:"  # openml:<ID> resolves to the "openml" loader with that id
 
 
 def register_task(name: str, *, modality: str, description: str, needs_data_root: bool = False):
@@ -100,6 +102,11 @@ def task_info(name: str) -> TaskInfo:
         name: a task name or path spec.
     """
     _import_loaders()
+    if name.startswith(OPENML_PREFIX):
+        from .tabular.openml import parse_id
+
+        parse_id(name)  # KeyError naming the form when the id is not a number
+        return _REGISTRY["openml"]
     key, path = split_spec(name)
     if path is not None and not path:
         raise KeyError(f"task {name!r} names no path: give e.g. {key}:/path/to/data")
@@ -157,7 +164,12 @@ def load_task(
     info = task_info(name)
     _, path = split_spec(name)
     if path is not None:
-        options["path"] = str(local_path(path, cache_dir))  # s3:// / gs:// data is staged once per node
+        base, fragment = split_fragment(path)  # a table's "#label=COL" is no part of the file's path
+        options["path"] = str(local_path(base, cache_dir)) + fragment  # s3:// / gs:// staged once per node
+    if name.startswith(OPENML_PREFIX):
+        from .tabular.openml import parse_id
+
+        options["did"] = parse_id(name)
     if info.needs_data_root and data_root is None:
         raise TaskDataError(
             f"task {name!r} reads NAS-Bench-360 files: pass data_root (CLI: --data-root DIR). "
@@ -191,4 +203,4 @@ def load_task(
 
 def _import_loaders() -> None:
     # imported lazily: the loaders pull in sklearn / sktime / scipy, which a sweep driver may not need
-    from . import arrays, bundled, imagefolder, nb360, synthetic, ucr  # noqa: F401
+    from . import arrays, bundled, imagefolder, nb360, synthetic, tabular, ucr  # noqa: F401

@@ -22,7 +22,8 @@ Modality = Literal["1d", "2d"]
 Kind = Literal["classification", "multilabel", "regression"]
 
 # training losses (refine.TaskLoss); "focal" is ORCA's NinaPro FocalLoss(alpha 1, gamma 0)
-LOSSES = ("cross_entropy", "focal", "bce", "rel_l2")
+# "weighted_cross_entropy" is ORCA's tabular loss: each class weighted 1 / its share of the training labels
+LOSSES = ("cross_entropy", "weighted_cross_entropy", "focal", "bce", "rel_l2")
 # how a task's data is split: "honest" = the benchmark's validation split, model selection never on test;
 # "orca" = ORCA's own composition (valid_split=False: the validation data joins train, "val" is the test split)
 PROTOCOLS = ("honest", "orca")

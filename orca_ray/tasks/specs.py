@@ -1,4 +1,5 @@
-"""Task specs that name the user's own files: `npz:PATH`, `ucr:PATH`, `imagefolder:PATH`.
+"""Task specs that name the user's own files: `npz:PATH`, `ucr:PATH`, `imagefolder:PATH`, `csv:PATH`,
+`parquet:PATH` (a table's label column as `csv:PATH#label=COL`).
 
 PATH may be absolute, relative, start with `~`, or be an `s3://` / `gs://` URI (S3 URIs may carry
 `?endpoint_override=host:port&scheme=http`). On the driver, `absolute_spec` pins local paths to absolute ones,
@@ -13,8 +14,12 @@ import hashlib
 import re
 from pathlib import Path
 
-PATH_PREFIXES = ("npz", "ucr", "imagefolder")
-PATH_FORMS = "'npz:/path/file.npz', 'ucr:/path/DIR' or 'imagefolder:/path/DIR' for your own data"
+PATH_PREFIXES = ("npz", "ucr", "imagefolder", "csv", "parquet")
+PATH_FORMS = (
+    "'npz:/path/file.npz', 'ucr:/path/DIR', 'imagefolder:/path/DIR', 'csv:/path/file.csv#label=COL' or "
+    "'parquet:/path/file.parquet#label=COL' for your own data; 'openml:ID' for a staged OpenML dataset"
+)
+LABEL_FRAGMENT = "#label="
 STAGED_SUBDIR = "staged"
 
 
@@ -28,6 +33,33 @@ def split_spec(name: str) -> tuple[str, str | None]:
     if sep and prefix in PATH_PREFIXES:
         return prefix, rest
     return name, None
+
+
+def split_fragment(path: str) -> tuple[str, str]:
+    """("/data/t.csv", "#label=y") for a table path with a label fragment; (path, "") without one.
+
+    Args:
+        path: the path part of a spec.
+    """
+    base, sep, frag = path.partition("#")
+    return (base, sep + frag) if sep else (path, "")
+
+
+def split_label(path: str) -> tuple[Path, str | None]:
+    """The local file and the label column of a table path (`/data/t.csv#label=y` → (Path, "y")).
+
+    Args:
+        path: the path part of a csv / parquet spec, already local.
+    """
+    from .base import TaskDataError
+
+    base, frag = split_fragment(path)
+    if frag and not frag.startswith(LABEL_FRAGMENT):
+        raise TaskDataError(f"{path}: unknown '{frag}'; name the label column as PATH{LABEL_FRAGMENT}COL")
+    label = frag[len(LABEL_FRAGMENT) :] if frag else None
+    if frag and not label:
+        raise TaskDataError(f"{path}: '{LABEL_FRAGMENT}' names no column; give PATH{LABEL_FRAGMENT}COL")
+    return Path(base).expanduser(), label
 
 
 def absolute_spec(name: str) -> str:
@@ -54,7 +86,9 @@ def task_slug(name: str, max_stem: int = 32) -> str:
     if path is None:
         return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
     stem = Path(path.split("?", 1)[0].rstrip("/")).name
-    stem = stem.removesuffix(".npz") or prefix
+    stem = (
+        split_fragment(stem)[0].removesuffix(".npz").removesuffix(".csv").removesuffix(".parquet") or prefix
+    )
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", stem).strip("._")[:max_stem] or prefix
     return f"{prefix}-{stem}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
