@@ -99,7 +99,7 @@ def test_honest_fits_on_train_only():
     x["n1"] = np.arange(len(x), dtype=float)
     y = pd.Series(pd.Categorical(["p", "q"] * 36), name="y")
     task = load_task_from(x, y, seed=3)
-    assert task.input_shape == (1, 2 + 3 + 3)  # two numerics, c1 a/b/NaN, c2 u/v/w: one position each
+    assert task.input_shape == (1, 8)  # two numerics, c1 a/b/NaN, c2 u/v/w: one position each (8 of 8)
     # n1 is the row number: recover the encoding's offset and scale from all rows, then check they are the
     # training rows' own mean and (population) std, i.e. nothing was fitted on validation or test rows
     enc = np.sort(
@@ -192,7 +192,7 @@ def test_stage_openml_from_a_local_cache_and_verify(tmp_path, capsys):
     )
     honest = load_task("openml:77", data_root=tmp_path / "root")
     orca = load_task("openml:77", data_root=tmp_path / "root", protocol="orca")
-    assert honest.input_shape == (1, 2 + 4)  # a, c scaled; b one-hot x/y/z + NaN
+    assert honest.input_shape == (1, 8)  # a, c scaled; b one-hot x/y/z + NaN; zero-padded to 8
     assert orca.input_shape == (4, 3)  # ORCA: channels = one-hot width (x, y, z, NaN), length = 3 features
     assert len(orca.train) + len(orca.test) == len(rows)
     assert honest.fingerprint
@@ -253,7 +253,7 @@ def test_parquet_tables_and_their_errors(tmp_path, monkeypatch):
     frame = pd.read_csv(_csv(tmp_path, GOOD))
     frame.to_parquet(tmp_path / "t.parquet")
     task = load_task(f"parquet:{tmp_path / 't.parquet'}#label=label")
-    assert task.input_shape == (1, 2 + 3)
+    assert task.input_shape == (1, 8)  # 2 numerics + 3 colours, zero-padded to 8
     assert task.num_outputs == 2
     # duplicate names are legal in Parquet, not in a table here
     pq.write_table(pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), tmp_path / "dup.parquet")

@@ -21,7 +21,7 @@ test split (seed 0, `test_fraction`), a seeded validation split carved from trai
 the training median and scaled with training statistics, categorical columns one-hot encoded with the training
 categories (+ a missing category; unseen values are all-zero rows). Layout: **one channel, one position per
 feature** (N, 1, F'): the embedder's stride then groups neighbouring features into at most `target_seq_len`
-tokens, so the body attends across features. ORCA's numeric layout gives the body a single token (attention
+tokens (the axis zero-padded to a multiple of 8 so a prime count still splits), so the body attends across features. ORCA's numeric layout gives the body a single token (attention
 has nothing to attend over) and its categorical layout pads every numeric feature to the widest one-hot.
 
 Both: the loss is cross-entropy weighted 1/frequency per class, the metric 1 − ROC AUC (`metrics`).
@@ -41,6 +41,10 @@ MISSING = "NaN"  # ORCA's name for the missing category of a categorical column
 ORCA_TEST_FRACTION = 0.1
 ORCA_RENORMALISED = (12, 54, 1068, 1494)  # numeric-only datasets ORCA normalises again on the dev split
 ORCA_CHANNEL_SUBSETS = {1464: (0, 1, 3)}
+# honest layout: the feature axis is zero-padded to a multiple of this, so the embedder's stride (the smallest
+# divisor of the length that fits `target_seq_len`) has divisors to choose from: a prime count (wine's 13)
+# would otherwise collapse into one token whenever it exceeds `target_seq_len`
+PAD_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,8 @@ class Encoder:
         )
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:
-        """(N, 1, F') float32: scaled numerics, then each categorical's one-hot block.
+        """(N, 1, F') float32: scaled numerics, then each categorical's one-hot block, zero-padded to a multiple
+        of `PAD_MULTIPLE`.
 
         Args:
             x: feature columns, "?" already NaN.
@@ -234,7 +239,9 @@ class Encoder:
         parts += [_one_hot(_cat_strings(x[c]), cats) for c, cats in self.categories.items()]
         if not parts:
             raise TaskDataError("no feature column is left (every numeric column is missing in train)")
-        return np.concatenate(parts, axis=1).astype(np.float32)[:, None, :]
+        flat = np.concatenate(parts, axis=1)
+        pad = -flat.shape[1] % PAD_MULTIPLE  # zero features up to a multiple of 8 (see PAD_MULTIPLE)
+        return np.pad(flat, ((0, 0), (0, pad))).astype(np.float32)[:, None, :]
 
 
 def _cat_strings(col: pd.Series) -> pd.Series:
