@@ -42,7 +42,8 @@ class TaskRecipe:
         target_seq_len: token budget behind the 1D embedder's stride (None: the model's default, 64).
         align_batch_per_class: target points per class in each align step (Algorithm 1's b).
         train_size: training samples of the real task, for the `--dry-run` cost estimate.
-        dropout: ORCA's ``drop_out`` for the body (recorded for the OpenML recipes; trials take `--dropout`).
+        dropout: ORCA's ``drop_out`` for the body's hidden and attention dropout (the OpenML configs set it);
+            a trial's own non-zero `dropout` overrides it.
     """
 
     refine: RefineHParams

@@ -123,7 +123,9 @@ class TrialRun:
         self.cache_dir = cache_root(cfg.cache_dir)
         torch.manual_seed(cfg.seed)
         self.task = task if task is not None else load_trial_task(cfg)
-        self.body = load_body(cfg.body, dropout=cfg.dropout, seed=cfg.seed)
+        # a config's dropout overrides; else the recipe's (ORCA's OpenML configs set drop_out, the others 0)
+        dropout = cfg.dropout or recipe_for(self.task.name).dropout
+        self.body = load_body(cfg.body, dropout=dropout, seed=cfg.seed)
         self.proxy = resolve_proxy(cfg.proxy, cfg.body, cfg.preset)
         seq_len = cfg.target_seq_len or recipe_for(self.task.name).target_seq_len
         # ORCA initialises an embedder that will be aligned from the body, an unaligned one afresh

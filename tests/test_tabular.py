@@ -328,3 +328,32 @@ def test_a_real_sweep_on_a_bundled_table_with_gbdt_baselines(ray_local, tmp_path
     assert 0 <= gbdt["final_test"].iloc[0] < 0.1
     table = (tmp_path / "store" / "tab" / "figures" / tables.TABLE).read_text()
     assert "**baseline: gradient-boosted trees**" in table
+
+
+# two of ORCA's OPENML configs as its yaml files hold them (src/configs/OPENML31.yaml, OPENML1049.yaml at 19b8c1c)
+ORCA_YAML = {
+    31: "hyperparameters:\n  dataset: OPENML31\n  embedder_dataset: text\n  objective: otdd-exact\n  weight: roberta\n"
+    "  maxsamples: 128\n  epochs: 20\n  embedder_epochs: 20\n  finetune_method: all\n  target_seq_len: 8\n"
+    "  drop_out: 0.05\n  batch_size: 64\n  accum: 1\n  clip: 1\n  optimizer:\n    name: Adam\n    params:\n"
+    "      lr: 0.00001\n      betas: [0.9, 0.98]\n      weight_decay: 0.001\n      momentum: 0.999\n"
+    "  scheduler:\n    name: WarmupLR\n    params:\n      warmup_epochs: 5\n      decay_epochs: 20\n",
+    1049: "hyperparameters:\n  dataset: OPENML1049\n  embedder_dataset: text\n  objective: otdd-exact\n"
+    "  weight: roberta\n  maxsamples: 512\n  epochs: 60\n  embedder_epochs: 20\n  finetune_method: all\n"
+    "  target_seq_len: 512\n  drop_out: 0\n  batch_size: 32\n  accum: 1\n  clip: -1\n  optimizer:\n    name: SGD\n"
+    "    params:\n      lr: 0.0001\n      betas: [0.9, 0.98]\n      weight_decay: 0.1\n      momentum: 0.99\n"
+    "  scheduler:\n    name: WarmupLR\n    params:\n      warmup_epochs: 10\n      decay_epochs: 60\n",
+}
+
+
+def test_openml_recipes_against_orcas_yaml(tmp_path):
+    from orca_ray.parity.openml_recipes import check_folder
+
+    for did, text in ORCA_YAML.items():
+        (tmp_path / f"OPENML{did}.yaml").write_text(text)
+    rows = check_folder(tmp_path)
+    assert not rows[0].ok  # the folder holds 2 of the 42 ids
+    assert all(r.ok for r in rows[1:]), [r.item for r in rows[1:] if not r.ok]
+    assert len(rows) > 30
+    (tmp_path / "OPENML31.yaml").write_text(ORCA_YAML[31].replace("lr: 0.00001", "lr: 0.0001"))
+    bad = [r.item for r in check_folder(tmp_path)[1:] if not r.ok]
+    assert bad == ["openml:31 lr"]
