@@ -236,6 +236,11 @@ GOOD = "f1,f2,colour,label\n" + "".join(f"{i},{i % 5}.5,{'rgb'[i % 3]},{'ab'[i %
         ("f1,f1,label\n1,2,a\n", "", r"duplicate column name\(s\) \['f1'\]"),
         (GOOD, "#label=f2", r"non-integer numbers \(a regression target\)"),
         ("f1,label\n", "", r"a header but no rows"),
+        (
+            "id,label\n" + "".join(f"u{i},{'ab'[i % 2]}\n" for i in range(1002)),
+            "",
+            r"column 'id' has 1002 distinct",
+        ),
     ],
 )
 def test_csv_errors_are_one_line(tmp_path, text, suffix, problem):

@@ -22,6 +22,7 @@ from .preprocess import Table
 
 MAX_TABLE_BYTES = int(os.environ.get("ORCA_RAY_MAX_TABLE_BYTES", 1 << 30))  # 1 GiB
 MAX_CELLS = 200_000_000  # rows × columns a Parquet footer may declare
+MAX_CATEGORIES = 1_000  # distinct values of one categorical column (each becomes a one-hot feature)
 LABEL_NAMES = ("label", "target", "class")
 # a text column is "numeric with junk" when at least this share of its non-missing values parse as numbers
 JUNK_SHARE = 0.9
@@ -166,7 +167,25 @@ def frame_table(frame: pd.DataFrame, *, label: str | None, spec: str, openml_id:
                 f"cell empty for a missing value"
             )
     categorical = tuple(_is_categorical(x[c]) for c in x.columns)
+    check_categories(x, categorical, spec)
     return Table(x=x, y=frame[col], categorical=categorical, source=spec, openml_id=openml_id)
+
+
+def check_categories(x: pd.DataFrame, categorical: tuple[bool, ...], spec: str) -> None:
+    """Refuse a categorical column with more than `MAX_CATEGORIES` distinct values: one-hot encoding it would
+    allocate rows × values floats (an id or free-text column, most likely).
+
+    Args:
+        x: the feature columns.
+        categorical: one flag per column.
+        spec: the task spec, for errors.
+    """
+    for c, is_cat in zip(x.columns, categorical, strict=True):
+        if is_cat and (n := x[c].nunique(dropna=True)) > MAX_CATEGORIES:
+            raise TaskDataError(
+                f"{spec}: categorical column {c!r} has {n} distinct values, over {MAX_CATEGORIES}; one-hot encoding "
+                f"it would not fit. Fix: drop it (an id or free text?) or bin it"
+            )
 
 
 def read_table(path: str | Path, *, fmt: str, label: str | None, spec: str) -> Table:

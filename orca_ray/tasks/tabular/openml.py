@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ... import io
 from ..base import TaskDataError
-from .files import frame_table, read_parquet
+from .files import check_categories, frame_table, read_parquet
 from .preprocess import Table
 
 DATA_FILE = "data.parquet"
@@ -175,5 +175,6 @@ def load_table(did: int, data_root: str | Path | None) -> tuple[Table, Path]:
         raise TaskDataError(f"{p}: columns differ from {META_FILE}. Fix: {fix}")
     table = frame_table(frame, label=meta["label"], spec=spec, openml_id=did)
     # the flags OpenML declared (nominal attributes), not the dtypes as read back
-    table = Table(table.x, table.y, tuple(bool(c) for c in meta["categorical"]), spec, did)
-    return table, p
+    categorical = tuple(bool(c) for c in meta["categorical"])
+    check_categories(table.x, categorical, spec)
+    return Table(table.x, table.y, categorical, spec, did), p
