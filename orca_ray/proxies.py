@@ -2,7 +2,8 @@
 
 The proxy lives in the body's input space: image proxies go through the body's own patch embedding (conv +
 LayerNorm, at the body's image size) and are averaged over tokens; text proxies go through the body's own
-embedding layer (word + position + LayerNorm) and are averaged over a word's pieces. So a proxy follows the
+embedding layer (word + position + LayerNorm, as far as the family has them) and are averaged over a word's
+pieces. So a proxy follows the
 body's modality, not the target's: ORCA aligns ECG (1D) to text because its 1D body is RoBERTa.
 
     image bodies: "cifar10" (python-pickle batches under DATA_ROOT/cifar-10-batches-py; as ORCA: 5,000 random
@@ -421,7 +422,7 @@ def _text_embedder(body: Body, device):
     sentence's pieces, pooled per word."""
     emb_module, tokenizer, max_len = _original_text_embeddings(body)
     emb_module = emb_module.to(device).eval()
-    vocab = emb_module.word_embeddings.num_embeddings
+    vocab = emb_module.vocab_size
 
     def tokenize(sentences: list[list[str]]) -> tuple[torch.Tensor, list[list[int]]]:
         if tokenizer is not None:
@@ -458,29 +459,11 @@ def _text_embedder(body: Body, device):
 
 
 def _original_text_embeddings(body: Body):
-    """A fresh copy of the body's input embedding layer (the Body itself has it removed) and its tokenizer."""
-    import transformers
+    """A fresh copy of the body's input embedding layer (the Body itself has it removed), its tokenizer and its
+    token limit, as its family builds them (`bodies.text_input_layer`)."""
+    from .bodies import text_input_layer
 
-    from .bodies import hf_config, position_offset, weights_location
-
-    base = body.name.split(":", 1)[1] if body.name.startswith("random:") else body.name
-    random_init = body.name.startswith("random:") or body.name.startswith("tiny-")
-    config = hf_config(base, allow_builtin=random_init)
-    if random_init:
-        # the same seeded draw load_body made, so the proxy sees the embedding layer the body was built with
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(body.init_seed)
-            model = transformers.AutoModel.from_config(config)
-    else:
-        path, local_only = weights_location(base)
-        model = transformers.AutoModel.from_pretrained(path, config=config, local_files_only=local_only)
-    tokenizer = None
-    try:
-        path, local_only = weights_location(base)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-    except Exception:  # random config bodies have no tokenizer: fall back to hashing words
-        tokenizer = None
-    return model.embeddings, tokenizer, config.max_position_embeddings - position_offset(config)
+    return text_input_layer(body)
 
 
 def _conll_files(data_root) -> tuple[Path, Path] | None:

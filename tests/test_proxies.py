@@ -130,7 +130,7 @@ def test_text_proxy_of_a_random_body_uses_that_bodys_embedding_layer():
     for seed in (0, 3):
         body = load_body("random:minilm", seed=seed)
         emb, _, _ = _original_text_embeddings(body)
-        assert torch.equal(emb.position_embeddings.weight, body.embedding_init.positions)
+        assert torch.equal(emb.embeddings.position_embeddings.weight, body.embedding_init.positions)
 
 
 def test_cifar10_proxy_is_a_random_augmented_sample_as_orca(tmp_path):
