@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .model import freeze_label, parse_freeze
+from .model import POOLS, freeze_label, parse_freeze
 from .recipes import PRESETS
 from .tasks.base import PROTOCOLS
 
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
+# fields added after trials were first hashed: hashed only when set away from this default, so the trials of
+# earlier sweeps keep their hashes (their folders, cached baselines and resumes)
+_HASHED_WHEN_SET = {"pool": "mean"}
 # every field the aligned embedder depends on; the align optimiser is derived from the fine-tuning one
 # (ORCA: same optimiser, lr ×10 when lr ≤ 1e-3), so lr / optimizer / weight_decay belong here too
 _ALIGN_FIELDS = (
@@ -66,6 +69,8 @@ class TrialConfig:
         proxy: proxy data set; "auto": the body's default for the preset; "none": no embedder training.
         embedder_epochs: align epochs before fine-tuning.
         freeze: '+'-joined frozen parts of {embedder, body, predictor}, or "none".
+        pool: how the point predictor reads the body's tokens: "mean" (ORCA) or "last" (the last token: the
+            only one a causal body lets see the whole input).
         seed: data split, initialisation and batch order.
         preset: "demo" or "paper" (see `recipes.PRESETS`).
         protocol: "honest" (default): model selection on a validation split, metrics over whole splits,
@@ -84,6 +89,7 @@ class TrialConfig:
     proxy: str = "auto"  # "auto": the body's default proxy for the preset; "none": no embedder training
     embedder_epochs: int = 0
     freeze: str = "none"  # '+'-joined frozen parts of {embedder, body, predictor}
+    pool: str = "mean"  # "mean" or "last" (see model.POOLS)
     seed: int = 0
     preset: str = "demo"
     protocol: str = "honest"
@@ -116,6 +122,8 @@ class TrialConfig:
             raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.embedder_epochs < 0:
             raise ValueError(f"embedder_epochs must be >= 0, got {self.embedder_epochs}")
         if self.proxy == "none" and self.embedder_epochs:
@@ -162,7 +170,11 @@ class TrialConfig:
     @property
     def config_hash(self) -> str:
         """Stable over runs and machines: names trial directories and Parquet rows."""
-        keys = sorted(f.name for f in fields(self) if f.name not in _NOT_HASHED)
+        keys = sorted(
+            f.name
+            for f in fields(self)
+            if f.name not in _NOT_HASHED and getattr(self, f.name) != _HASHED_WHEN_SET.get(f.name, object())
+        )
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -19,6 +19,9 @@ from torch import nn
 from .bodies import Body, EmbeddingInit
 
 PARTS = ("embedder", "body", "predictor")
+# how a point predictor reads the body's tokens: ORCA's mean over tokens, or the last token (causal bodies: the
+# only token that has seen the whole input)
+POOLS = ("mean", "last")
 
 
 def stride_for(length: int, target_seq_len: int) -> int:
@@ -181,15 +184,19 @@ class Embedder2D(nn.Module):
 
 
 class PointPredictor(nn.Module):
-    """Mean over tokens → Linear(D, K).
+    """Mean over tokens (or the last token) → Linear(D, K).
 
     Args:
         dim: D, the body's output token width.
         num_outputs: K.
+        pool: "mean" (ORCA) or "last" (see POOLS).
     """
 
-    def __init__(self, dim: int, num_outputs: int):
+    def __init__(self, dim: int, num_outputs: int, pool: str = "mean"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        self.pool = pool
         self.linear = nn.Linear(dim, num_outputs)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
@@ -199,7 +206,7 @@ class PointPredictor(nn.Module):
             tokens: the body's tokens (B, N, D).
             grid: the token grid (unused: the tokens are pooled).
         """
-        return self.linear(tokens.mean(1))
+        return self.linear(tokens[:, -1] if self.pool == "last" else tokens.mean(1))
 
 
 class DensePredictor(nn.Module):
@@ -360,17 +367,23 @@ def build_embedder(task, body: Body, *, aligned: bool, target_seq_len: int | Non
     return emb
 
 
-def build_predictor(task, body: Body, embedder: nn.Module) -> nn.Module:
-    """Mean-pool + Linear for point tasks; ORCA's Swin decoder for dense tasks on a Swin body; otherwise a
+def build_predictor(task, body: Body, embedder: nn.Module, pool: str = "mean") -> nn.Module:
+    """Pool + Linear for point tasks; ORCA's Swin decoder for dense tasks on a Swin body; otherwise a
     per-token linear head shuffled back to the input grid.
 
     Args:
         task: the target task (kind, num_outputs, output_shape).
         body: the body the predictor reads.
         embedder: the task's embedder (its stride or patch size sets the dense head's upscale).
+        pool: point tasks: "mean" over tokens (ORCA) or the "last" token.
     """
     if not task.dense:
-        return PointPredictor(body.out_dim, task.num_outputs)
+        return PointPredictor(body.out_dim, task.num_outputs, pool)
+    if not body.keeps_token_grid:
+        raise ValueError(
+            f"dense task {task.name!r} needs one output token per input token; body {body.name!r} answers with "
+            "its decoder's queries: use its encoder (e.g. t5-base-encoder)"
+        )
     if body.modality == "2d" and len(task.output_shape) == 2:
         return SwinDenseDecoder(
             body.out_dim, task.num_outputs, task.output_shape, body.decoder_stride, body.image_channels
@@ -380,7 +393,13 @@ def build_predictor(task, body: Body, embedder: nn.Module) -> nn.Module:
 
 
 def build_model(
-    task, body: Body, *, aligned: bool, target_seq_len: int | None = None, seed: int | None = None
+    task,
+    body: Body,
+    *,
+    aligned: bool,
+    target_seq_len: int | None = None,
+    seed: int | None = None,
+    pool: str = "mean",
 ) -> ORCAModel:
     """Embedder + predictor for `task` around `body`.
 
@@ -390,11 +409,17 @@ def build_model(
         aligned: whether the embedder will be aligned (> 0 embedder epochs); decides its init (ORCA).
         target_seq_len: 1D token budget.
         seed: makes the fresh layers' init reproducible.
+        pool: how a point predictor pools the body's tokens (POOLS).
     """
+    if task.modality == "2d" and not body.takes_2d_tasks:
+        raise ValueError(
+            f"2D task {task.name!r}: body {body.name!r} ({body.family}) takes 1D tasks only; use a Swin or "
+            "encoder body for images"
+        )
     if seed is not None:
         torch.manual_seed(seed)
     embedder = build_embedder(task, body, aligned=aligned, target_seq_len=target_seq_len)
-    return ORCAModel(embedder, body, build_predictor(task, body, embedder))
+    return ORCAModel(embedder, body, build_predictor(task, body, embedder, pool))
 
 
 # ---- freeze masks ----------------------------------------------------------------------------------------

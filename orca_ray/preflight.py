@@ -136,6 +136,7 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
         if (c.body, c.proxy, c.preset) not in seen_models:
             seen_models.add((c.body, c.proxy, c.preset))
             _check_body_and_proxy(c, problems)
+    _check_body_takes_task(configs, problems)
     with _notes_to(out):
         for c in configs:
             key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples, c.protocol)
@@ -201,11 +202,11 @@ def describe(task) -> str:
 
 
 def _check_body_and_proxy(c: TrialConfig, problems: list[str]) -> None:
-    from .bodies import BodyNotFoundError, body_modality
+    from .bodies import BodyNotFoundError, check_body
     from .proxies import resolve_proxy
 
     try:
-        body_modality(c.body)
+        check_body(c.body)
     except (BodyNotFoundError, OSError, ValueError) as e:
         problems.append(f"body {c.body!r}: {e}" if c.body not in str(e) else str(e))
         return
@@ -213,6 +214,24 @@ def _check_body_and_proxy(c: TrialConfig, problems: list[str]) -> None:
         resolve_proxy(c.proxy, c.body, c.preset)
     except ValueError as e:
         problems.append(str(e))
+
+
+def _check_body_takes_task(configs: list[TrialConfig], problems: list[str]) -> None:
+    """A 2D task given a body family that takes 1D tasks only (decoders, encoder-decoders)."""
+    from .bodies import family_of
+    from .tasks import task_modality
+
+    for body, task in dict.fromkeys((c.body, c.task) for c in configs):
+        try:
+            fam = family_of(body)
+            if fam is None or fam.takes_2d_tasks or task_modality(task) != "2d":
+                continue
+        except Exception:  # a bad body or task: reported by its own check
+            continue
+        problems.append(
+            f"task {task!r} is 2D but body {body!r} ({fam.name} family) takes 1D tasks only; give it 1D tasks or "
+            "use a Swin or encoder body"
+        )
 
 
 @contextmanager

@@ -131,7 +131,7 @@ class TrialRun:
         # ORCA initialises an embedder that will be aligned from the body, an unaligned one afresh
         self.aligned = self.proxy != "none" and cfg.embedder_epochs > 0
         self.model = build_model(
-            self.task, self.body, aligned=self.aligned, target_seq_len=seq_len, seed=cfg.seed
+            self.task, self.body, aligned=self.aligned, target_seq_len=seq_len, seed=cfg.seed, pool=cfg.pool
         )
         self.hp = refine_hparams(cfg, self.task)
         self.constants = {
@@ -144,6 +144,8 @@ class TrialRun:
             "seed": cfg.seed,
             "lr": self.hp.lr,
             "pretraining_tokens": _nan_if_none(self.body.pretraining_tokens),
+            "body_family": self.body.family,
+            "pool": cfg.pool,
             "preset": cfg.preset,
             # the original label of each class index, so results read back in the data's own terms
             "classes": json.dumps(list(self.task.class_names)) if self.task.class_names else None,

@@ -51,6 +51,7 @@ class Family:
     name: str = ""
     model_types: tuple[str, ...] = ()
     modality: str = "1d"
+    takes_2d_tasks: bool = True  # text families of the study also embed image patches; the new ones do not
     fallback: bool = False  # asked last whether it accepts a model type nobody registered
     dropout_keys: tuple[str, ...] = DEFAULT_DROPOUT_KEYS
 
@@ -283,6 +284,8 @@ def pretraining_tokens(name: str) -> float | None:
     if name.startswith("random:") or name.startswith("tiny-"):
         return 0.0
     spec = parse_body_name(name)
+    if _random_only(spec):
+        return 0.0
     for fam in _FAMILIES.values():
         tokens = fam.revision_tokens(spec)
         if tokens is not None:
@@ -327,6 +330,21 @@ def family_of(name: str) -> Family | None:
         return None
     # the built-in config when there is one: the family needs no download even for a pretrained alias
     return family_for_config(hf_config(spec.base, revision=spec.revision), spec.base)
+
+
+def check_body(name: str) -> Family | None:
+    """What preflight asks of a body name before anything runs: its family (`family_of`), and for pretrained
+    weights, that they are in a local folder, the local cache, or a hub that answers (BodyNotFoundError with the
+    fetch command otherwise).
+
+    Args:
+        name: a body name as given to `load_body`.
+    """
+    fam = family_of(name)
+    spec = parse_body_name(name)
+    if fam is not None and not _random_only(spec):
+        weights_location(spec.base, spec.revision)
+    return fam
 
 
 def body_modality(name: str) -> str:

@@ -132,6 +132,21 @@ def sample_configs(space: dict, num_samples: int) -> list[TrialConfig]:
 # Rough cost model for --dry-run: forward GFLOPs per sample. Training ≈ 3× forward.
 BODY_GFLOPS_PER_TOKEN = {"minilm": 2 * 21.3e6 / 1e9, "roberta": 2 * 85e6 / 1e9, "tiny": 2 * 0.03e6 / 1e9}
 SWIN_GFLOPS_PER_IMAGE = {"swin-base": 15.4, "swin-tiny": 4.5, "tiny": 0.01}
+# non-embedding parameters of the stack that reads the N input tokens (an encoder-decoder's whole model adds a
+# decoder over QUERY_TOKENS queries only, small beside it); the demo's mini-* members: 384-d, 4 layers
+BODY_PARAMS = {
+    "gpt2": 85e6,
+    "distilgpt2": 43e6,
+    "gpt2-medium": 302e6,
+    "pythia-70m": 19e6,
+    "pythia-160m": 85e6,
+    "pythia-410m": 302e6,
+    "t5-small": 19e6,
+    "t5-base": 85e6,
+    "flan-t5-base": 85e6,
+    "bart-base": 43e6,
+    "mini": 7.1e6,
+}
 ASSUMED_TFLOPS = {"gpu": 40.0, "cpu": 0.15}  # sustained; A10G/L4-class GPU with bf16, a 2-core laptop CPU
 DEFAULT_TOKENS = 64  # tokens per sample when the task's recipe sets no target sequence length
 
@@ -156,8 +171,11 @@ def estimate(cfg: TrialConfig) -> dict:
             "tiny" if "tiny-" in body else ("swin-tiny" if "tiny" in body else "swin-base")
         ]
     else:
+        base = body.partition("@")[0].removesuffix("-encoder")
+        base = "mini" if base.startswith("mini-") else base
         fam = "tiny" if body.startswith("tiny") else ("minilm" if "minilm" in body.lower() else "roberta")
-        per_sample = BODY_GFLOPS_PER_TOKEN[fam] * (recipe.target_seq_len or DEFAULT_TOKENS)
+        per_token = 2 * BODY_PARAMS[base] / 1e9 if base in BODY_PARAMS else BODY_GFLOPS_PER_TOKEN[fam]
+        per_sample = per_token * (recipe.target_seq_len or DEFAULT_TOKENS)
     gflop = per_sample * n_train * epochs * (3 + 0.4)  # train + ~20% of train size evaluated twice
     return {
         "train_samples": n_train,
