@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .metrics import compute_metric
 from .results.schema import FILE_SCHEMA
 from .tasks import Task
 
+_STEP_REVISION = re.compile(r"@step\d+$")
 BASELINE_KEY = "baseline"  # key in a baseline's Tune config / config_json
 LINEAR = "linear model (raw inputs)"
 RANDOM_BODY = "random-init body"
@@ -53,12 +55,13 @@ _ALPHA_GRID = (0.1, 1.0, 10.0, 100.0)
 
 def random_body_config(cfg: TrialConfig) -> TrialConfig:
     """The random-init-body baseline of a trial: same task, data, seed and fine-tuning, body
-    `random:<body>`, no proxy, 0 embedder epochs, nothing frozen.
+    `random:<body>` (a Pythia checkpoint's `@stepN` dropped: every step has the same random init), no proxy,
+    0 embedder epochs, nothing frozen.
 
     Args:
         cfg: any trial of the sweep on that task and seed.
     """
-    body = cfg.body if cfg.body.startswith("random:") else f"random:{cfg.body}"
+    body = cfg.body if cfg.body.startswith("random:") else "random:" + _STEP_REVISION.sub("", cfg.body)
     return TrialConfig.from_dict(
         {**cfg.to_dict(), "body": body, "proxy": "none", "embedder_epochs": 0, "freeze": "none"}
     )
