@@ -213,22 +213,25 @@ def test_bad_bodies_are_one_line_preflight_errors(tmp_path, monkeypatch, capsys,
 
 
 @pytest.mark.slow
-def test_a_real_sweep_with_a_decoder_and_an_encoder_decoder_body_writes_parquet(
-    ray_local, tmp_path, tiny_sweep_space
-):
+def test_a_real_sweep_with_three_body_families_writes_parquet(ray_local, tmp_path, tiny_sweep_space):
     from orca_ray.results import read_results
     from orca_ray.sweep import SweepSpec, expand_grid
     from orca_ray.sweep.runner import run_sweep
 
-    grid = {**tiny_sweep_space, "body": ["tiny-gpt2", "tiny-t5"], "embedder_epochs": 2, "pool": "last"}
+    bodies = ["tiny-text", "tiny-gpt2", "tiny-t5"]  # three families: encoder, decoder, encoder-decoder
+    grid = {**tiny_sweep_space, "body": bodies, "embedder_epochs": 2, "pool": "last"}
     spec = SweepSpec(name="families", space=grid, storage=str(tmp_path / "store"), analysis=False)
     configs = expand_grid(spec.space)
     assert not run_sweep(spec).errors
     df = read_results(spec.results_root)
     assert set(df["config_hash"]) == {c.config_hash for c in configs}
-    assert set(zip(df["body"], df["body_family"])) == {("tiny-gpt2", "gpt2"), ("tiny-t5", "t5")}
+    assert set(zip(df["body"], df["body_family"])) == {
+        ("tiny-text", "encoder"),
+        ("tiny-gpt2", "gpt2"),
+        ("tiny-t5", "t5"),
+    }
     assert set(df["pool"]) == {"last"}
     refine = df[df.phase == "refine"]
-    assert len(refine) == 2 * tiny_sweep_space["refine_epochs"]
+    assert len(refine) == 3 * tiny_sweep_space["refine_epochs"]
     assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
     assert df[df.phase == "align"]["otdd"].notna().all()
