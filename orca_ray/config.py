@@ -22,8 +22,8 @@ from .tasks.base import PROTOCOLS
 # fields that do not change a trial's results (where things live, how much to print)
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
 # fields added after trials were first hashed: hashed only when set away from this default, so the trials of
-# earlier sweeps keep their hashes (their folders, cached baselines and resumes)
-_HASHED_WHEN_SET = {"pool": "mean"}
+# earlier sweeps keep their hashes (their folders, cached baselines, snapshots and resumes)
+_HASHED_WHEN_SET = {"pool": "mean", "deterministic": False}
 # every field the aligned embedder depends on; the align optimiser is derived from the fine-tuning one
 # (ORCA: same optimiser, lr ×10 when lr ≤ 1e-3), so lr / optimizer / weight_decay belong here too
 _ALIGN_FIELDS = (
@@ -42,6 +42,7 @@ _ALIGN_FIELDS = (
     "max_train_samples",
     "preset",
     "protocol",  # ORCA's composition trains the embedder on train ∪ val
+    "deterministic",  # other kernels, other last bits: a snapshot from either mode is not the other's
 )
 # bumped when what an aligned embedder is changes (v2: ORCA's embedder init, StepLR lambda, class weights)
 ALIGN_VERSION = "v2"
@@ -57,6 +58,11 @@ def flat_config(config: Mapping[str, Any]) -> dict:
         config: the Tune trial config.
     """
     return {**{k: v for k, v in config.items() if k != "trial"}, **config.get("trial", {})}
+
+
+def _drop_unset(values: dict) -> dict:
+    """`values` without the `_HASHED_WHEN_SET` fields at their default (what a hash saw before they existed)."""
+    return {k: v for k, v in values.items() if k not in _HASHED_WHEN_SET or v != _HASHED_WHEN_SET[k]}
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class TrialConfig:
             dropout: fine-tuning overrides (None: the task's recipe, see `recipes.hparams_for`).
         align_lr, align_batch_per_class, proxy_size, target_seq_len: align overrides.
         val_fraction, max_train_samples, max_eval_samples: validation split and seeded subsets.
+        deterministic: pin PyTorch's, MKL's and oneDNN's CPU code paths and use deterministic algorithms
+            (`machine.set_deterministic`), so the numbers do not depend on the node. It changes the numbers
+            (other kernels), so it enters the hash (only when True: earlier trials keep their hashes).
         data_root: NAS-Bench-360 files and proxy data; cache_dir: snapshots and features; device: where to
             train. These three do not enter the hash.
     """
@@ -113,6 +122,7 @@ class TrialConfig:
     val_fraction: float = 0.1
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    deterministic: bool = False
     data_root: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
@@ -170,12 +180,8 @@ class TrialConfig:
     @property
     def config_hash(self) -> str:
         """Stable over runs and machines: names trial directories and Parquet rows."""
-        keys = sorted(
-            f.name
-            for f in fields(self)
-            if f.name not in _NOT_HASHED and getattr(self, f.name) != _HASHED_WHEN_SET.get(f.name, object())
-        )
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
+        keys = sorted(f.name for f in fields(self) if f.name not in _NOT_HASHED)
+        blob = json.dumps(_drop_unset({k: getattr(self, k) for k in keys}), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -189,7 +195,9 @@ class TrialConfig:
             proxy = resolve_proxy(proxy, self.body, self.preset)
         blob = json.dumps(
             {
-                **{k: proxy if k == "proxy" else getattr(self, k) for k in sorted(_ALIGN_FIELDS)},
+                **_drop_unset(
+                    {k: proxy if k == "proxy" else getattr(self, k) for k in sorted(_ALIGN_FIELDS)}
+                ),
                 "version": ALIGN_VERSION,
             },
             sort_keys=True,

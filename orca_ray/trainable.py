@@ -27,10 +27,11 @@ from .align import Aligner, AlignHParams, EmbedderSnapshots
 from .bodies import load_body
 from .config import TrialConfig
 from .io import cache_root
+from .machine import machine_fingerprint, set_deterministic
 from .model import apply_freeze, build_model
 from .proxies import proxy_features, resolve_proxy
 from .recipes import hparams_for, recipe_for
-from .refine import RefineHParams, Refiner
+from .refine import RefineHParams, Refiner, pick_device
 from .tasks import Task, load_task
 
 CHECKPOINT_FILE = "trial_state.pt"
@@ -120,6 +121,9 @@ class TrialRun:
         transformers.logging.set_verbosity_error()  # trial logs: our rows, not weight-loading progress bars
         transformers.logging.disable_progress_bar()
         self.cfg = cfg
+        set_deterministic(
+            cfg.deterministic
+        )  # before any kernel runs; a reused process keeps the last setting
         self.cache_dir = cache_root(cfg.cache_dir)
         torch.manual_seed(cfg.seed)
         self.task = task if task is not None else load_trial_task(cfg)
@@ -150,8 +154,10 @@ class TrialRun:
             # the original label of each class index, so results read back in the data's own terms
             "classes": json.dumps(list(self.task.class_names)) if self.task.class_names else None,
             "protocol": cfg.protocol,
+            "deterministic": cfg.deterministic,
             "metric": self.task.metric,
             "node": socket.gethostname(),
+            **machine_fingerprint(pick_device(cfg.device)),
         }
 
     def row(self, phase: str, epoch: int, **values) -> dict:

@@ -124,3 +124,88 @@ def test_local_storage_is_refused_when_trials_run_on_other_nodes():
     s3 = SweepSpec(name="s", space=spec.space, storage="s3://bucket/results")
     for ok in (shared, s3):
         check_storage_reachable(ok, two, "head")
+
+
+def test_check_py_verify_keeps_baselines_apart_from_the_trials_they_resemble(tmp_path, capsys):
+    """run.sh's sweep scores baselines too: a linear baseline (written on the driver, no node_id) and a
+    random-init-body trial share task, seed and embedder epochs 0 with the sweep's 0-epoch trial. verify
+    counts each row once and prints the killed trial's path even when baseline rows have no node_id."""
+    import importlib.util
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orca_ray.results.schema import FILE_SCHEMA
+
+    spec = importlib.util.spec_from_file_location("lt_check", REPO / "cluster" / "local-test" / "check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+
+    def add(trial, kind, refine_epochs, node):
+        cfg = json.dumps({"baseline": kind} if kind else {"task": "basicmotions"})
+        keys = ([] if kind else [("align", 0)]) + [("refine", k) for k in refine_epochs]
+        for i, (phase, epoch) in enumerate(keys):
+            rows.append(
+                {
+                    "trial_id": trial,
+                    "task": "basicmotions",
+                    "seed": 0,
+                    "embedder_epochs": 0,
+                    "phase": phase,
+                    "epoch": epoch,
+                    "node": node and "host",
+                    "node_id": node,
+                    "config_json": cfg,
+                    "reported_at": t0 + timedelta(seconds=i),
+                }
+            )
+
+    add("t0", None, [1, 2], "fff00001")  # the sweep's 0-epoch trial: align 0, refine 1..2
+    add("lin", "linear model (raw inputs)", [1], None)  # fitted on the driver
+    add("rnd", "random-init body", [1, 2], "fff00002")
+    root = tmp_path / "parquet" / "sweep=s"
+    root.mkdir(parents=True)
+    for trial in ("t0", "lin", "rnd"):
+        mine = [r for r in rows if r["trial_id"] == trial]
+        pq.write_table(pa.Table.from_pylist(mine, schema=FILE_SCHEMA), root / f"{trial}.parquet")
+    killed = {
+        "node": "fff00003",
+        "at": (t0 + timedelta(seconds=1.5)).isoformat(),
+        "trials": [["basicmotions", 0, 0, "trial"]],
+        "checkpointed_rows": {},
+    }
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"killed": killed, "launched": ["a"], "peak_workers_before_kill": 1}))
+    rc = check.main(
+        [
+            "verify",
+            "--run-id",
+            "x",
+            "--state",
+            str(state),
+            "--results",
+            str(tmp_path / "parquet"),
+            "--tasks",
+            "basicmotions",
+            "--seeds",
+            "0",
+            "--embedder-epochs",
+            "0",
+            "--refine-epochs",
+            "2",
+            "--gpus-per-trial",
+            "1",
+            "--storage-refused",
+            "yes",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "rows 6/6, lost 0, duplicated 0" in out, out
+    assert "killed node's trial ('basicmotions', 0, 0, 'trial'): a0@…00001 r1@…00001 r2@…00001" in out, out
+    assert "rows without node" not in out, out
+    assert rc == 1  # the synthetic state has no GPU bundles or scale-down: those checks fail, as they should
+    assert check.short(None) == "driver"

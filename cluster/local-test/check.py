@@ -116,12 +116,25 @@ def read_rows(results: str) -> list[dict]:
     return rows
 
 
+# the baseline kinds a row's config_json names (orca_ray.baselines: LINEAR, RANDOM_BODY, BASELINE_KEY)
+LINEAR, RANDOM_BODY = "linear model (raw inputs)", "random-init body"
+TRIAL = "trial"  # a row of one of the sweep's own trials
+
+
+def kind(r: dict) -> str:
+    """The row's baseline kind, or TRIAL: a baseline shares task, seed and embedder epochs (0) with a trial."""
+    try:
+        return json.loads(r.get("config_json") or "{}").get("baseline") or TRIAL
+    except ValueError:
+        return TRIAL
+
+
 def row_key(r: dict) -> tuple:
-    return (r["task"], int(r["seed"]), int(r["embedder_epochs"]), r["phase"], int(r["epoch"]))
+    return (r["task"], int(r["seed"]), int(r["embedder_epochs"]), kind(r), r["phase"], int(r["epoch"]))
 
 
 def trial_key(r: dict) -> tuple:
-    return (r["task"], int(r["seed"]), int(r["embedder_epochs"]))
+    return (r["task"], int(r["seed"]), int(r["embedder_epochs"]), kind(r))
 
 
 def checkpointed_keys(rows: list[dict]) -> set[tuple]:
@@ -192,9 +205,10 @@ def watch(a) -> int:
     return 0
 
 
-def short(node_id: str) -> str:
-    """The fake provider's node ids differ only in their last digits (fff…00001, fff…00002, ...)."""
-    return "…" + node_id[-5:]
+def short(node_id: str | None) -> str:
+    """The fake provider's node ids differ only in their last digits (fff…00001, fff…00002, ...); a row
+    without one was written on the driver (a linear baseline)."""
+    return "…" + node_id[-5:] if node_id else "driver"
 
 
 def _say(t0: float, msg: str) -> None:
@@ -275,13 +289,22 @@ def scale_down(a) -> int:
 def verify(a) -> int:
     state = _load(a.state)
     rows = read_rows(a.results)
-    expected_trials = [(t, s, e) for t in a.tasks for s in a.seeds for e in a.embedder_epochs]
+    # GPU trials: the sweep's, and (grid sweeps run them by default) a random-init-body baseline per task and
+    # seed; a linear baseline per task and seed is one refine row fitted on the driver
+    expected_trials = [(t, s, e, TRIAL) for t in a.tasks for s in a.seeds for e in a.embedder_epochs]
+    if not a.no_baselines:
+        expected_trials += [(t, s, 0, RANDOM_BODY) for t in a.tasks for s in a.seeds]
     expected = {
-        (t, s, e, phase, epoch)
-        for t, s, e in expected_trials
-        for phase, epochs in (("align", range(e + 1)), ("refine", range(1, a.refine_epochs + 1)))
+        (t, s, e, k, phase, epoch)
+        for t, s, e, k in expected_trials
+        for phase, epochs in (
+            ("align", range(e + 1) if k == TRIAL else ()),
+            ("refine", range(1, a.refine_epochs + 1)),
+        )
         for epoch in epochs
     }
+    if not a.no_baselines:
+        expected |= {(t, s, 0, LINEAR, "refine", 1) for t in a.tasks for s in a.seeds}
     seen: dict[tuple, int] = {}
     for r in rows:
         seen[row_key(r)] = seen.get(row_key(r), 0) + 1
@@ -295,7 +318,7 @@ def verify(a) -> int:
         failures.append(f"{len(extra)} unexpected row(s), e.g. {extra[0]}")
     if duplicated:
         failures.append(f"{duplicated} duplicated row(s)")
-    if any(not r.get("node_id") or not r.get("node") for r in rows):
+    if any(not r.get("node_id") or not r.get("node") for r in rows if kind(r) != LINEAR):
         failures.append("rows without node / node_id")
 
     # the autoscaler: no worker at the start (min 0), as many as the demand needs, never above max
@@ -405,6 +428,7 @@ def main(argv=None) -> int:
     v.add_argument("--gpus-per-node", type=float, default=1.0)
     v.add_argument("--max-workers", type=int, default=3)
     v.add_argument("--storage-refused", choices=("yes", "no"), required=True, help="run.sh's result")
+    v.add_argument("--no-baselines", action="store_true", help="the sweep ran with --no-baselines")
     t = sub.add_parser("teardown", parents=[common])
     t.add_argument("--grace", type=float, default=5)
     a = p.parse_args(argv)

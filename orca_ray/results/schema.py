@@ -53,6 +53,15 @@ RESULT_SCHEMA = pa.schema(
         ("protocol", pa.string()),
         ("config_json", pa.string()),
         ("reported_at", pa.timestamp("us", tz="UTC")),
+        # the machine behind the row (machine.machine_fingerprint; null in files written before it existed)
+        ("deterministic", pa.bool_()),
+        ("cpu_model", pa.string()),
+        ("cpu_capability", pa.string()),
+        ("gpu_model", pa.string()),
+        ("torch_version", pa.string()),
+        ("cuda_version", pa.string()),
+        ("mkl_version", pa.string()),
+        ("threads", pa.int32()),
     ]
 )
 PARTITION_COLUMN = "sweep"
@@ -77,6 +86,17 @@ TRIAL_FIELDS = (
     "preset",
     "classes",
     "protocol",
+    "deterministic",
+)
+# where each row ran: taken from the result only (a resumed trial's later rows may name another machine)
+MACHINE_FIELDS = (
+    "cpu_model",
+    "cpu_capability",
+    "gpu_model",
+    "torch_version",
+    "cuda_version",
+    "mkl_version",
+    "threads",
 )
 ROW_FIELDS = ("phase", "epoch", "otdd", "train_loss", "val_score", "test_score", "metric", "seconds")
 
@@ -110,7 +130,13 @@ def _str(v: Any) -> str | None:
     return str(v)
 
 
-_COERCE = {pa.string(): _str, pa.int32(): _int, pa.float64(): _float}
+def _bool(v: Any) -> bool | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return bool(v)
+
+
+_COERCE = {pa.string(): _str, pa.int32(): _int, pa.float64(): _float, pa.bool_(): _bool}
 
 
 def _coerce(field: pa.Field, v: Any) -> Any:

@@ -21,6 +21,7 @@ from .. import io
 from ..config import flat_config
 from .schema import (
     FILE_SCHEMA,
+    MACHINE_FIELDS,
     PARTITION_COLUMN,
     PHASES,
     ROW_FIELDS,
@@ -116,6 +117,7 @@ class ParquetSink(Callback):
         }
         for name in TRIAL_FIELDS:
             meta[name] = result[name] if result.get(name) is not None else config.get(name)
+        meta.update({name: result.get(name) for name in MACHINE_FIELDS})
         row = {name: result.get(name) for name in ROW_FIELDS}
         if row["phase"] not in PHASES:
             logger.warning("ParquetSink: unknown phase %r from trial %s", row["phase"], trial_id)

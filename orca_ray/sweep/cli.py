@@ -110,6 +110,12 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
     )
     p.add_argument("--no-analysis", action="store_true", help="do not draw figures at the end")
     p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="the same numbers on any node: pin PyTorch's, MKL's and oneDNN's CPU code paths to AVX2 and use "
+        "deterministic algorithms (README: 'Same numbers on any node')",
+    )
+    p.add_argument(
         "--trust-storage",
         action="store_true",
         help="resume even though this head has no record of writing the sweep's driver state (a lost head, "
@@ -225,6 +231,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             ("cache_dir", args.cache_dir),
             ("refine_epochs", args.refine_epochs),
             ("val_fraction", args.val_fraction),
+            ("deterministic", args.deterministic or None),
         )
         if v is not None
     }

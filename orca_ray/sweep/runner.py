@@ -21,6 +21,7 @@ from ray import tune
 from ..baselines import BaselineCache, cache_finished_baselines, prepare_baselines
 from ..config import TrialConfig
 from ..io import CACHE_ENV, is_uri, join
+from ..machine import deterministic_env
 from ..recipes import hparams_for
 from ..reporter import StudyReporter, use_classic_console
 from ..results.sink import ParquetSink
@@ -94,7 +95,7 @@ class Connection(NamedTuple):
     session_dir: str | None = None
 
 
-def connect(address: str | None) -> Connection:
+def connect(address: str | None, env: dict[str, str] | None = None) -> Connection:
     """Start or join Ray (once per driver), passing the trial environment through.
 
     Without an address this joins `$RAY_ADDRESS`, else starts a new local Ray: never a bare `ray.init()`,
@@ -104,6 +105,8 @@ def connect(address: str | None) -> Connection:
     Args:
         address: Ray cluster address ("auto", "host:port", "ray://..."); None: `$RAY_ADDRESS`, else a
             new local Ray.
+        env: more variables for every trial process, set before it starts (so before it imports torch:
+            deterministic mode's dispatch levels); they win over the node's own.
     """
     from ..trainable import LOGICAL_GPUS_ENV
 
@@ -115,6 +118,7 @@ def connect(address: str | None) -> Connection:
         return Connection(None, False, os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", session))
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     env_vars = {k: os.environ[k] for k in (*PASS_THROUGH_ENV, LOGICAL_GPUS_ENV) if k in os.environ}
+    env_vars.update(env or {})
     # trial output (per-epoch lines, Ray's checkpoint messages) stays in each trial's log files
     # (RunConfig(log_to_file=True)); the console is the StudyReporter's
     context = ray.init(
@@ -257,7 +261,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     Returns:
         Tune's ResultGrid.
     """
-    dashboard, local, session_dir = connect(address)
+    dashboard, local, session_dir = connect(address, deterministic_env() if _deterministic(spec) else None)
     if not local:
         check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
     tasks = _preload(spec) if spec.preload_tasks else {}
@@ -306,6 +310,14 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
         print(f"  Ray dashboard:   {_url(dashboard)} (while Ray runs; token in ~/.ray/auth_token)")
     print("  resume:          run the same command again (same --name and --storage)")
     return grid
+
+
+def _deterministic(spec: SweepSpec) -> bool:
+    """Whether any trial of the sweep runs in deterministic mode (its variables then go to every trial
+    process: Ray sets a job's runtime environment for all of them)."""
+    if spec.search == "grid":
+        return any(c.deterministic for c in expand_grid(spec.space))
+    return bool(spec.space.get("deterministic")) if isinstance(spec.space, dict) else False
 
 
 def _url(dashboard: str) -> str:
