@@ -76,6 +76,7 @@ def test_sweep_writes_every_row_once(ray_local, tmp_path):
     refine = df[df.phase == "refine"]
     assert refine[["train_loss", "val_score", "test_score"]].notna().all().all()
     assert set(df["node_id"]) == {ray.get_runtime_context().get_node_id()}  # where each row ran (one node)
+    assert df[["cpu_model", "cpu_capability", "torch_version", "threads"]].notna().all().all()  # on what
     assert df[df.phase == "align"]["otdd"].notna().all()
     # trials of one seed share the aligned trajectory: the 0-epoch trial's OTDD is the 2-epoch trial's row 0
     align0 = df[(df.phase == "align") & (df.epoch == 0)].groupby("seed")["otdd"].nunique()
@@ -165,6 +166,32 @@ def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
     for result in grid:
         rows = df[(df.trial_id == result.metrics["trial_id"]) & (df.phase == "refine")]
         assert result.metrics["best_val_score"] == rows["val_score"].min()
+
+    # same numbers: the same grid run straight through, one trial at a time (fresh storage and caches),
+    # reports every value of the killed, stopped and resumed two-at-a-time sweep to the last bit
+    straight = SweepSpec(
+        name="straight",
+        space=space(tmp_path, cache_dir=str(tmp_path / "cache2")),
+        storage=str(tmp_path / "store2"),
+        max_concurrent=1,
+        analysis=False,
+    )
+    assert not run_sweep(straight).errors
+    assert_same_values(df, read_results(straight.results_root))
+
+
+# what may differ between two runs of one sweep: names, timing, where and when it ran, the config's paths
+NOT_VALUES = {"sweep", "trial_id", "seconds", "node", "node_id", "reported_at", "config_json"}
+
+
+def assert_same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Every value column of two runs of one grid, row by row (config hash, phase, epoch), bit for bit."""
+    key = ["config_hash", "phase", "epoch"]
+    a, b = (x.sort_values(key).reset_index(drop=True) for x in (a, b))
+    assert list(zip(*(a[k] for k in key))) == list(zip(*(b[k] for k in key)))
+    columns = [c for c in a.columns if c not in NOT_VALUES]
+    assert {"otdd", "train_loss", "val_score", "test_score", "cpu_capability"} <= set(columns)
+    pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
 
 
 def test_dry_run_starts_no_ray():
