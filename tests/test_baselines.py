@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -149,6 +150,19 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_swe
     assert np.isfinite(baselines["final_test"]).all()
     table = (tmp_path / "store" / "first" / "figures" / tables.TABLE).read_text()
     assert table.count("**baseline:") == 2
+    # benchmarks/readme_numbers.py prints the README's numbers from this real sweep's Parquet
+    readme = _readme_numbers()
+    nums = readme.task_numbers(df, space["task"])
+    by_epochs = dict(zip(trials["embedder_epochs"], trials["final_test"]))
+    assert [float(v.iloc[0]) for v in nums["scores"].values()] == [by_epochs[0], by_epochs[2]]
+    align = df[(df.phase == "align") & (df.embedder_epochs == 2)].set_index("epoch")["otdd"]
+    assert list(nums["otdd_start"]) == [align[0]]
+    assert list(nums["otdd_end"]) == [align[2]]
+    text = readme.render(df)
+    assert f"| 2 embedder epochs | {by_epochs[2]:.3f} (one seed) | 1 |" in text
+    assert f"cpu_capability={torch.backends.cpu.get_cpu_capability()}" in text
+    assert "deterministic=False" in text
+    assert "deterministic=unknown" in text  # the linear baseline, fitted on the driver: no trial process
 
     second = SweepSpec(
         name="second",
@@ -160,3 +174,14 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_swe
     df2 = read_results(second.results_root, sweep="second")
     _, baselines2 = tables.split_baselines(df2, final_scores(df2))
     assert sorted(baselines2["final_test"]) == sorted(baselines["final_test"])
+
+
+def _readme_numbers():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "readme_numbers.py"
+    spec = importlib.util.spec_from_file_location("readme_numbers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
