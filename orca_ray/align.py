@@ -17,6 +17,7 @@ file lock serialises trials of one key on a node (the second waits, then reuses 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from .refine import RefineHParams, make_optimizer, pick_device
 from .tasks import Task
 
 PSEUDO_CLASSES = 10
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,27 @@ class EmbedderSnapshots:
         return file_lock(self.root / ".lock", timeout=timeout)
 
 
+def drop_small_classes(
+    x: torch.Tensor, y: torch.Tensor, least: int = 2
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The points of classes with at least `least` points, as microsoft/otdd's `min_labelcount=2` keeps them.
+
+    Args:
+        x: (N, d) features.
+        y: (N,) labels.
+        least: the fewest points a class keeps.
+
+    Returns:
+        (x, y, classes dropped, points dropped).
+    """
+    _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    small = counts < least
+    if not bool(small.any()):
+        return x, y, 0, 0
+    keep = ~small[inverse]
+    return x[keep], y[keep], int(small.sum()), int((~keep).sum())
+
+
 class Aligner:
     """Algorithm 1 for one embedder. `run(epochs, on_epoch)` trains (or restores) to `epochs` and calls
     `on_epoch(epoch, otdd, seconds, restored)` for every epoch 0..epochs in order.
@@ -286,6 +309,16 @@ class Aligner:
         # ORCA's weights n_c / n over the whole split, not renormalised over the classes kept
         self.weights = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=self.device)
         self.members = {c: np.flatnonzero(self.labels == c) for c in self.classes}
+        proxy_x, proxy_y, self.dropped_proxy_classes, self.dropped_proxy_points = drop_small_classes(
+            proxy_x, proxy_y
+        )
+        if self.dropped_proxy_classes:  # ORCA's OTDD (min_labelcount=2) drops them silently
+            log.warning(
+                "align: %d proxy class(es) with fewer than 2 points left out of the OTDD (%d point(s)); "
+                "an OT distance between classes needs a cloud of at least 2 points",
+                self.dropped_proxy_classes,
+                self.dropped_proxy_points,
+            )
         self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
         self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], hp)
         self.scheduler = make_align_scheduler(self.optimizer, hp)

@@ -178,3 +178,18 @@ def test_pseudo_labels_as_orcas_kmeans():
     y = np.random.default_rng(0).standard_normal((300, 2, 3)).astype(np.float32)
     want = KMeans(n_clusters=10, n_init=10, random_state=4).fit(y.reshape(300, -1)).labels_
     assert np.array_equal(pseudo_labels(y, seed=4), want)
+
+
+def test_a_proxy_class_of_one_point_is_left_out_with_a_warning(tiny, caplog):
+    """ORCA's OTDD drops classes below two points (microsoft/otdd's min_labelcount=2): a one-point proxy class
+    no longer stops alignment; the OTDD is the one without that point, and the drop is said and counted."""
+    task, body, px, py = tiny
+    lonely = py.clone()
+    lonely[0] = int(py.max()) + 1  # a class of its own
+    with caplog.at_level("WARNING", logger="orca_ray.align"):
+        aligner = make_aligner(task, body, px, lonely)
+    assert (aligner.dropped_proxy_classes, aligner.dropped_proxy_points) == (1, 1)
+    assert "1 proxy class(es) with fewer than 2 points" in caplog.text
+    without = make_aligner(task, body, px[1:], py[1:])
+    assert (without.dropped_proxy_classes, without.dropped_proxy_points) == (0, 0)
+    assert aligner.loss(0).item() == without.loss(0).item()
