@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import shutil
 import socket
@@ -308,6 +309,23 @@ def test_deepsea_memmap_no_reconversion(tmp_path, monkeypatch):
     assert Path(again.test.x.filename).parent == cache
     score = compute_metric("1-auroc", again.test.y, np.random.default_rng(0).random((10, 36)))
     assert 0 <= score <= 1
+
+
+def test_converted_arrays_follow_the_files_content_not_its_size_and_mtime(tmp_path):
+    """A file replaced by another of the same size and modification time (`cp -p`) is converted again: the
+    cache is keyed by content (io.file_sha256), as every other cache of the project."""
+    folder = tmp_path / "root" / "deepsea"
+    write_deepsea(folder, seed=5)
+    path = folder / "deepsea_filtered.npz"
+    st = path.stat()
+    first = load_task("deepsea", data_root=tmp_path / "root")
+    other = write_deepsea(folder, seed=7)  # uncompressed: the same size, other values
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    second = load_task("deepsea", data_root=tmp_path / "root")
+    np.testing.assert_array_equal(second.test.y, other["y_test"])
+    assert Path(second.test.x.filename).parent != Path(first.test.x.filename).parent
 
 
 def test_ecg_split_windows_groups_and_vote(full_root):

@@ -36,11 +36,10 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def _fingerprint(sources: list[Path]) -> list[list]:
-    out = []
-    for p in sources:
-        st = p.stat()
-        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-    return out
+    """Each source's name and content hash: the rule every cache of the project keys data by
+    (`io.file_sha256`, hashed once per node and file version), so a file replaced under the same size and
+    modification time (`cp -p`, `rsync -t`) is converted again, and a copy at another path is not."""
+    return [[p.name, io.file_sha256(p)] for p in sources]
 
 
 def _complete(folder: Path) -> dict | None:
@@ -63,13 +62,13 @@ def cached_arrays(
 ) -> dict[str, np.ndarray]:
     """Arrays converted from `sources` by `build(tmp_folder)` (which writes NAME.npy files), memory-mapped.
 
-    The conversion runs once per node and key (source path + size + mtime, options, CACHE_VERSION) through
+    The conversion runs once per node and key (the sources' content hashes, options, CACHE_VERSION) through
     `io.build_once`, so concurrent trials never both convert and never see half a file. Later loads (any
     process) only open read-only memory maps.
 
     Args:
         task: the task name (prefixes the cache folder).
-        sources: the data files the arrays come from (their path, size and mtime key the cache).
+        sources: the data files the arrays come from (their content hashes key the cache).
         options: loader options that change the arrays (part of the key).
         build: writes NAME.npy files into the folder it is given.
         cache_dir: cache folder (default: see `cache_root`).
