@@ -5,7 +5,7 @@
 One module per loader, each with its file format and split logic: `cifar100`, `ninapro`, `darcy`,
 `satellite`, `deepsea`, `ecg`. `files` is the table of what each task needs, where it goes and where to get
 it (plus the readers the loaders share); `cache` converts the large arrays once per node into memory-mapped
-``.npy`` files; `staging` checks a data root and copies it to and from shared storage
+``.npy`` files; `manifest` checks every file of a staged root before it is read; `staging` checks a data root and copies it to and from shared storage
 (``python -m orca_ray.data check|stage|fetch``).
 """
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...untrusted import UnsafePickleError, load_pickle
 from ..base import TaskDataError
+from .manifest import verify_staged
 
 NB360_PAGE = "https://rtu715.github.io/NAS-Bench-360/"
 _S3 = "https://pde-xd.s3.amazonaws.com"
@@ -136,15 +137,13 @@ NB360_TASKS = tuple(TASK_FILES)
 def require(root: Path, task: str, name: str) -> Path:
     """The file's path, or a TaskDataError saying exactly where it goes and where to get it. When the root
     holds a ``MANIFEST.json`` (written by ``python -m orca_ray.data stage``), the file must match it before any
-    loader reads it (see `staging.verify_staged`).
+    loader reads it (see `manifest.verify_staged`).
 
     Args:
         root: the data root.
         task: the NAS-Bench-360 task.
         name: the file's name in `TASK_FILES[task]`.
     """
-    from .staging import verify_staged  # staging builds on this module
-
     df = next(f for f in TASK_FILES[task] if f.name == name)
     found = df.find(Path(root))
     if found is None:

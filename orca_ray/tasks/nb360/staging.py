@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import io
-from ..base import TaskDataError
 from .files import NB360_TASKS, TASK_FILES
+from .manifest import MANIFEST, StageError, read_manifest_local, verify_staged  # noqa: F401 (staging's API)
 
-MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = "orca_ray nb360 manifest v1"
 
 # Published checksums. torchvision's CIFAR100 class lists these md5s for the python-version files; NAS-Bench-360
@@ -38,10 +37,6 @@ KNOWN_CHECKSUMS: dict[str, dict[str, str]] = {
     "cifar-100-python/meta": {"md5": "7973b15100ade9c7d40fb424638fde48", "by": "torchvision"},
 }
 NO_PUBLISHED = "no published checksum; recorded in MANIFEST.json on stage"
-
-
-class StageError(RuntimeError):
-    """Staging or fetching refused (failed check, missing or unreadable manifest)."""
 
 
 def _human(n: float) -> str:
@@ -74,60 +69,6 @@ def _tasks(tasks) -> list[str]:
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; NAS-Bench-360 tasks here: {', '.join(known)}")
     return tasks
-
-
-def read_manifest_local(root: Path) -> dict:
-    """The `files` table of ROOT/MANIFEST.json (relpath → size, sha256, md5, task); {} when there is none.
-
-    Args:
-        root: a local data root.
-    """
-    p = Path(root) / MANIFEST
-    if not p.is_file():
-        return {}
-    try:
-        return json.loads(p.read_text()).get("files", {})
-    except (OSError, ValueError) as e:
-        raise StageError(f"{p}: unreadable manifest ({e}); delete it and stage again") from e
-
-
-def verify_staged(root: Path, path: Path) -> None:
-    """Refuse to load a file of a staged root that differs from the root's ``MANIFEST.json``.
-
-    Every node checks each file a loader is about to read (size, then sha256) against the manifest `stage`
-    wrote; a file the manifest does not list is refused too. A root without a manifest (your own download, not
-    staged) is read as it is. The sha256 comes from `io.file_sha256`, remembered per node and file version, so
-    later loads on the node do not hash the file again.
-
-    Args:
-        root: the data root, where ``MANIFEST.json`` sits.
-        path: the file under `root` about to be read.
-
-    Raises:
-        TaskDataError: one line naming the file, what differs and the fix.
-    """
-    try:
-        manifest = read_manifest_local(root)
-    except StageError as e:
-        raise TaskDataError(str(e)) from None
-    if not manifest:
-        return
-    entry = manifest.get(path.relative_to(root).as_posix())
-    fix = f"fetch or stage the root again (python -m orca_ray.data fetch/stage); {MANIFEST} is in {root}"
-    if entry is None:
-        raise TaskDataError(f"{path}: not listed in {root / MANIFEST}; refusing to load it. Fix: {fix}")
-    st = path.stat()
-    if st.st_size != entry.get("size"):
-        raise TaskDataError(
-            f"CHECKSUM {path}: {st.st_size} bytes, {MANIFEST} says {entry.get('size')}; refusing to load it. "
-            f"Fix: {fix}"
-        )
-    sha = io.file_sha256(path)  # remembered: the task's content fingerprint then reads the file no more
-    if sha != entry.get("sha256"):
-        raise TaskDataError(
-            f"CHECKSUM {path}: sha256 {sha[:16]}… differs from {MANIFEST} ({str(entry.get('sha256'))[:16]}…); "
-            f"refusing to load it. Fix: {fix}"
-        )
 
 
 # ---- check -------------------------------------------------------------------------------------------------------
