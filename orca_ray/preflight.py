@@ -116,12 +116,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # ---- the sweep's trials ----------------------------------------------------------------------------------------
-def preflight(configs: list[TrialConfig], out=print) -> list[str]:
+def preflight(configs: list[TrialConfig], out=print, loaded: dict | None = None) -> list[str]:
     """Load or check every task, body and proxy the trials use; raise PreflightError listing every problem.
 
     Args:
         configs: the sweep's trials.
         out: where progress lines go (one per task).
+        loaded: filled with the tasks loaded here, by `trainable.task_key`, so the sweep's preloading does not
+            load them a second time.
 
     Returns:
         One line per task describing what was found (also given to `out`).
@@ -148,7 +150,7 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
             except KeyError as e:
                 problems.append(str(e.args[0]))
                 continue
-            line = _check_task(c, info, problems)
+            line = _check_task(c, info, problems, loaded)
             if line:
                 lines.append(line)
                 out(line)
@@ -157,9 +159,9 @@ def preflight(configs: list[TrialConfig], out=print) -> list[str]:
     return lines
 
 
-def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
+def _check_task(c: TrialConfig, info, problems: list[str], loaded: dict | None = None) -> str | None:
     from .tasks import TaskDataError
-    from .trainable import load_trial_task
+    from .trainable import load_trial_task, task_key
 
     if info.needs_data_root:
         if not c.data_root:
@@ -182,6 +184,8 @@ def _check_task(c: TrialConfig, info, problems: list[str]) -> str | None:
     except (TaskDataError, OSError, ValueError) as e:  # the loaders name the file and field
         problems.append(str(e))
         return None
+    if loaded is not None:
+        loaded[task_key(c)] = task
     return f"checked {describe(task)}"
 
 

@@ -228,3 +228,25 @@ def test_preflight_loads_each_task_as_its_trials_do_protocol_included():
     honest, orca = preflight(configs, out=lambda line: None)
     assert "val = test (ORCA)" not in honest
     assert "val = test (ORCA)" in orca
+
+
+def test_preflight_loads_each_task_once_and_the_sweep_reuses_it(monkeypatch):
+    """Preflight loads a task to check it; the sweep's preloading takes that object instead of loading it
+    again, and loads only what preflight did not (other seeds' validation splits)."""
+    from orca_ray import trainable
+    from orca_ray.preflight import preflight
+    from orca_ray.sweep.plan import SweepSpec, expand_grid
+    from orca_ray.sweep.runner import _preload
+
+    space = {"task": "italypowerdemand", "body": "tiny-text", "seed": [0, 1], "proxy": "none"}
+    configs = expand_grid(space)
+    loads = []
+    real = trainable.load_trial_task
+    monkeypatch.setattr(trainable, "load_trial_task", lambda c: loads.append(c.seed) or real(c))
+    loaded: dict = {}
+    preflight(configs, out=lambda line: None, loaded=loaded)
+    assert loads == [0]
+    assert list(loaded) == [trainable.task_key(configs[0])]
+    tasks = _preload(SweepSpec(name="x", space=space, preload_tasks=True), loaded)
+    assert loads == [0, 1]  # seed 1 loaded by the sweep, seed 0 not a second time
+    assert tasks[trainable.task_key(configs[0])] is loaded[trainable.task_key(configs[0])]

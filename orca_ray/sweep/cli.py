@@ -182,15 +182,16 @@ def main(
                 "(--no-baselines skips them)"
             )
         return 0
+    loaded: dict = {}  # the tasks preflight loaded: the sweep preloads them without loading them again
     try:
-        preflight(configs)  # before Ray starts and before anything is written under --storage
+        preflight(configs, loaded=loaded)  # before Ray starts and before anything is written under --storage
     except PreflightError as e:
         return fail(e)
     from ..untrusted import UntrustedStateError
     from .runner import run_sweep  # imports Ray: only when something runs
 
     try:
-        run_sweep(spec, address=args.address)
+        run_sweep(spec, address=args.address, loaded=loaded)
     except UntrustedStateError as e:
         raise SystemExit(f"error: {e}") from None
     return 0

@@ -251,12 +251,13 @@ def build_tuner(
     return tuner, False
 
 
-def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid:
+def run_sweep(spec: SweepSpec, *, address: str | None = None, loaded: dict | None = None) -> tune.ResultGrid:
     """Run (or resume) the sweep, then print where the results, figures and dashboard are.
 
     Args:
         spec: the sweep.
         address: Ray cluster address (see `connect`).
+        loaded: tasks already loaded on the driver (by preflight), by `trainable.task_key`.
 
     Returns:
         Tune's ResultGrid.
@@ -264,7 +265,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None) -> tune.ResultGrid
     dashboard, local, session_dir = connect(address, deterministic_env() if _deterministic(spec) else None)
     if not local:
         check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
-    tasks = _preload(spec) if spec.preload_tasks else {}
+    tasks = _preload(spec, loaded) if spec.preload_tasks else {}
     sink = ParquetSink(spec.results_root, sweep=spec.name)
     cache = None
     extra: list[dict] = []
@@ -369,15 +370,18 @@ def _warn_unrunnable_cells(spec: SweepSpec, tuner: tune.Tuner) -> None:
         )
 
 
-def _preload(spec: SweepSpec) -> dict:
+def _preload(spec: SweepSpec, loaded: dict | None = None) -> dict:
     """Tasks loaded once on the driver and shared through Ray's object store (tune.with_parameters),
-    keyed like trainable.task_key (the val split depends on the seed)."""
+    keyed like trainable.task_key (the val split depends on the seed); those in `loaded` are not loaded again."""
     from ..trainable import load_trial_task, task_key
 
     tasks = {}
     for c in expand_grid(spec.space) if spec.search == "grid" else []:
         key = task_key(c)
-        if key not in tasks:
+        if key not in tasks and loaded and key in loaded:
+            tasks[key] = loaded[key]
+            print(f"loaded {tasks[key].describe()}", flush=True)
+        elif key not in tasks:
             tasks[key] = load_trial_task(c)
             print(f"loaded {tasks[key].describe()}", flush=True)
     return tasks
