@@ -82,7 +82,8 @@ NB360_RECIPES: dict[str, TaskRecipe] = {
             decay_epochs=60,
         ),
         align_epochs=60,
-        target_seq_len=64,
+        # satellite.yaml sets none: ORCA's get_config default, 512 (46 values give stride 1 under 64 or 512)
+        target_seq_len=512,
         align_batch_per_class=144,
         train_size=800_000,
     ),

@@ -60,6 +60,11 @@ def check_init(golden: Golden, name: str, case: dict) -> Iterator[Check]:
         yield compare(f"{tag}: conv weight mean|w|/std ({kind})", shape_orca, shape_ours, tol / 2)
     if TASK_MODALITY[case["task"]] == "1d":
         yield compare(f"{tag}: stride", case["stride"], getattr(emb, "stride", -1), EXACT)
+        if case.get("target_seq_len") is not None:  # recipes.py against the value ORCA's config gave
+            from ..recipes import recipe_for
+
+            ours = recipe_for(case["task"]).target_seq_len
+            yield compare(f"{tag}: recipe target_seq_len", case["target_seq_len"], ours or -1, EXACT)
         pos = sd.get("positions")
         used = case["positions_used"]
         if pos is None:

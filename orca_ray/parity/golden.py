@@ -139,11 +139,13 @@ def _task(task: str, case: dict):
 
 
 def _target_seq_len(case: dict) -> int | None:
-    """Our recipe's token budget for the task (ORCA's configs: DeepSEA 512, ECG 64, Satellite none, i.e. 512,
-    where 46 values give stride 1 either way); the init cases compare the strides it gives."""
+    """The token budget the golden maker ran ORCA with (recorded per case; ORCA's configs: DeepSEA 512, ECG 64,
+    Satellite none, i.e. get_config's 512), else our recipe's; the init cases also compare the recipe's with
+    the recorded one (`checks.check_init`)."""
     from ..recipes import recipe_for
 
-    return recipe_for(case["task"]).target_seq_len
+    recorded = case.get("target_seq_len")
+    return int(recorded) if recorded is not None else recipe_for(case["task"]).target_seq_len
 
 
 def _build_model(task_ns, body, aligned: bool, target_seq_len):
