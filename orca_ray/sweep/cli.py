@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..recipes import PRESETS, PresetDefaults, seed_paper_batch_sizes
 from ..tasks.base import PROTOCOLS
+from ..tracking import TRACKERS, check_trackers
 from .plan import DEMO_STORAGE, SweepSpec, expand_grid, print_plan, sample_configs
 
 
@@ -126,6 +127,16 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         action="store_true",
         help="skip each task's baselines (linear model on the raw inputs, the body from random init)",
     )
+    p.add_argument(
+        "--log-to",
+        nargs="+",
+        choices=TRACKERS,
+        default=[],
+        metavar="TRACKER",
+        help="also log every trial to these experiment trackers: "
+        + ", ".join(TRACKERS)
+        + " (pip install 'orca_ray[TRACKER]'; README, Tracking)",
+    )
     return p
 
 
@@ -222,6 +233,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             task_info(t)
         except KeyError as e:
             problems.append(f"--tasks: {e.args[0]}")
+    problems += check_trackers(args.log_to, args.storage)
     if problems:
         raise PreflightError(problems)
     args.seeds = args.seeds if args.seeds is not None else list(preset.seeds)
@@ -260,6 +272,7 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
             analysis=not args.no_analysis,
             trust_storage=args.trust_storage,
             baselines=not args.no_baselines and search == "grid",
+            log_to=tuple(dict.fromkeys(args.log_to)),
         )
         if search == "grid":
             configs = expand_grid(spec.space)

@@ -54,6 +54,8 @@ class SweepSpec:
             (a lost head, a sweep from before the check); only for storage nobody else can write.
         baselines: grid sweeps also score each task's baselines (a linear model on the raw inputs and the
             body from random init, `orca_ray.baselines`), cached across sweeps.
+        log_to: experiment trackers every trial also logs to (`orca_ray.tracking.TRACKERS`: mlflow, wandb,
+            tensorboard, aim).
     """
 
     name: str
@@ -76,6 +78,7 @@ class SweepSpec:
     extra_callbacks: list = field(default_factory=list)
     trust_storage: bool = False
     baselines: bool = False
+    log_to: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.search not in ("grid", "optuna"):

@@ -25,6 +25,7 @@ from ..machine import deterministic_env
 from ..recipes import hparams_for
 from ..reporter import StudyReporter, use_classic_console
 from ..results.sink import ParquetSink
+from ..tracking import log_sweep_outputs, tracker_callbacks, where_lines
 from ..untrusted import record_driver_state, record_staged_driver_state, verify_driver_state
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 
@@ -240,6 +241,7 @@ def build_tuner(
                 sink or ParquetSink(spec.results_root, sweep=spec.name),
                 DriverStateRecorder(spec.experiment_path),
                 *([reporter.tracker] if reporter else []),
+                *tracker_callbacks(spec),  # --log-to: MLflow, W&B, TensorBoard, Aim (orca_ray.tracking)
                 *spec.extra_callbacks,
             ],
             progress_reporter=reporter,
@@ -303,6 +305,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, loaded: dict | Non
             with open(table) as f:
                 print("\n" + f.read(), flush=True)
         print(f"  figures:         {out}")
+        for line in log_sweep_outputs(spec, out):
+            print(line, flush=True)
     elif spec.analysis:
         print(
             f"  figures:         python -m orca_ray.analysis {spec.results_root} --out ./figures/{spec.name}"
@@ -351,6 +355,8 @@ def print_where_to_look(spec: SweepSpec, dashboard: str | None, session_dir: str
         "                   (TRIAL: the first column of the table below; on a cluster, the node that runs it)",
         flush=True,
     )
+    for line in where_lines(spec):
+        print(line, flush=True)
 
 
 def _warn_unrunnable_cells(spec: SweepSpec, tuner: tune.Tuner) -> None:
