@@ -146,8 +146,6 @@ def where(spec) -> str:
     """
     s = settings(spec)
     if s["mode"] == "offline":
-        return (
-            f"  W&B (offline):   {spec.experiment_path}/*/wandb/offline-run-*; upload with "
-            f"wandb sync {spec.experiment_path}/*/wandb/offline-run-*"
-        )
+        runs = f"{spec.experiment_path}/*/wandb/offline-run-*"  # trials; the sweep run in <sweep>/wandb
+        return f"  W&B (offline):   {runs}; upload with wandb sync {runs} {spec.experiment_path}/wandb/offline-run-*"
     return f"  W&B:             project {s['project']!r}, group {s['group']!r} ({s['mode']})"
