@@ -213,5 +213,7 @@ def _wandb_offline_run(path: str) -> tuple[dict, list[dict]]:
                 )
                 run["tags"] = list(rec.run.tags)
             elif rec.WhichOneof("record_type") == "history":
-                history.append({i.key: json.loads(i.value_json) for i in rec.history.item})
+                history.append(
+                    {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+                )
     return run, history
