@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.fs
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
 from . import PHASE_METRICS, epoch_metrics, figure_files, trial_params, trial_tags
@@ -78,6 +79,11 @@ class WandbTracker(WandbLoggerCallback):
         super().setup(*args, **kwargs)
 
     def _start_logging_actor(self, trial, exclude_results, **init):
+        if isinstance(trial.storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            # straight into the trial's folder under --storage: Tune's last upload of its staging copy can
+            # come before W&B's logging process has written the last epochs
+            os.makedirs(trial.path, exist_ok=True)
+            init["dir"] = trial.path
         init["config"] = trial_params(trial.config)
         init["tags"] = _tag_list(trial_tags(self.sweep, trial.config))
         super()._start_logging_actor(trial, exclude_results, **init)
