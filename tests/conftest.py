@@ -129,5 +129,7 @@ def tiny_sweep_space(tmp_path):
         "align_batch_per_class": 8,
         "max_train_samples": 256,
         "max_eval_samples": 128,
+        # Satellite's recipe asks for ORCA's 512 positions; the tiny body has 128 (length 46: stride 1 either way)
+        "target_seq_len": 64,
         "cache_dir": str(tmp_path / "cache"),
     }
