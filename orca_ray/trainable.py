@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -317,6 +318,7 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
             "setup_cpu_seconds": cpu["setup_cpu_seconds"],
         }
         cpu["last"] = now
+        gauges.set(row)  # before tune.report: the dashboard's charts show the epoch the Parquet row holds
         if trial_state is None:
             tune.report(row)
             return
@@ -324,7 +326,108 @@ def align_then_refine(config: dict, tasks: dict | None = None) -> None:
             torch.save(trial_state, os.path.join(d, CHECKPOINT_FILE))
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
 
-    run.run(report, state)
+    context = tune.get_context()  # the sweep's name (RunConfig name) and the trial's (trial_name_creator)
+    gauges = TrialGauges(context.get_experiment_name(), context.get_trial_name())
+    try:
+        run.run(report, state)
+    finally:
+        gauges.close()
+
+
+def trial_actor_class(trainable: Callable) -> type:
+    """The Tune trainable class for a function trainable, whose actors the Ray dashboard shows by trial.
+
+    The dashboard's Actors page lists an actor by its class name and its repr, which Ray takes once, right
+    after the actor starts; Tune's own wrapper reprs every trial as the function's name. This subclass reprs as
+    the trial's name (the sweep's `trial_name_creator`: task, body, proxy, embedder epochs, freeze, seed, index),
+    so the page can be filtered by it. An actor that Tune reuses for the next trial would keep the first
+    trial's repr: the sweep runs each trial in an actor of its own (`reuse_actors=False`).
+
+    Args:
+        trainable: the function trainable, its resources set (`tune.with_resources(tune.with_parameters(
+            align_then_refine, tasks=...), ...)`: `wrap_function` reads them from the function).
+    """
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class OrcaTrial(wrap_function(trainable)):
+        def __repr__(self) -> str:
+            return self.trial_name
+
+    OrcaTrial.__qualname__ = (
+        "OrcaTrial"  # the Actors page's class column, not `trial_actor_class.<locals>...`
+    )
+    return OrcaTrial
+
+
+# phase gauge values: Ray metrics are numbers
+PHASE_CODES = {"align": 1, "refine": 2}
+# Parquet column → (gauge name, description); Ray exports each as `ray_<name>` with tags sweep and trial
+GAUGE_COLUMNS = {
+    "phase": ("orca_trial_phase", "trial phase: 1 align, 2 refine"),
+    "epoch": ("orca_trial_epoch", "align: embedder epochs done; refine: fine-tuning epochs done"),
+    "otdd": ("orca_trial_otdd", "OTDD to the proxy after the last align epoch"),
+    "train_loss": ("orca_trial_train_loss", "training loss of the last refine epoch"),
+    "val_score": ("orca_trial_val_score", "validation score of the last refine epoch (lower is better)"),
+    "test_score": ("orca_trial_test_score", "test score of the last refine epoch (lower is better)"),
+}
+GAUGE_TAGS = ("sweep", "trial")
+
+
+class TrialGauges:
+    """One trial's live metrics through Ray's metrics system (`ray.util.metrics.Gauge`): each reported row
+    sets phase and epoch, and the values its phase measures (OTDD while aligning; loss and scores while
+    fine-tuning), so the OTDD chart keeps the aligned value while the trial fine-tunes.
+
+    Ray exports a gauge only when it was set since the last export and drops a series not refreshed within
+    two export intervals; an epoch takes longer than that, so a daemon thread sets the last values again
+    every `refresh_s` until `close()`.
+
+    Args:
+        sweep: the sweep's name (tag `sweep`).
+        trial: the trial's name (tag `trial`), as the console, the Actors page and the trial folder name it.
+        refresh_s: seconds between re-sets (Ray's export interval is 10 s unless
+            `RAY_metrics_report_interval_ms` says otherwise, at least 1 s).
+    """
+
+    def __init__(self, sweep: str, trial: str, refresh_s: float = 1.0):
+        from ray.util.metrics import Gauge
+
+        self.tags = {"sweep": sweep, "trial": trial}
+        self.gauges = {
+            column: Gauge(name, description=description, tag_keys=GAUGE_TAGS)
+            for column, (name, description) in GAUGE_COLUMNS.items()
+        }
+        self.values: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, args=(refresh_s,), daemon=True)
+        self._thread.start()
+
+    def set(self, row: dict) -> None:
+        """Set the gauges from one result row (`TrialRun.row`); NaN columns (not measured in the row's
+        phase) keep their last value.
+
+        Args:
+            row: the reported row.
+        """
+        values = {**row, "phase": PHASE_CODES[row["phase"]]}
+        with self._lock:
+            self.values.update((c, float(values[c])) for c in self.gauges if math.isfinite(float(values[c])))
+            self._push()
+
+    def close(self) -> None:
+        """Stop refreshing (the series then leave Ray's export after two intervals)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _push(self) -> None:
+        for column, value in self.values.items():
+            self.gauges[column].set(value, tags=self.tags)
+
+    def _refresh(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with self._lock:
+                self._push()
 
 
 def load_trial_state(checkpoint) -> dict | None:

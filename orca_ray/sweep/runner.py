@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import ray
 from ray import tune
+from ray.job_config import JobConfig
 
 from ..baselines import BaselineCache, cache_finished_baselines, prepare_baselines
 from ..config import TrialConfig
@@ -96,7 +97,7 @@ class Connection(NamedTuple):
     session_dir: str | None = None
 
 
-def connect(address: str | None, env: dict[str, str] | None = None) -> Connection:
+def connect(address: str | None, env: dict[str, str] | None = None, sweep: str | None = None) -> Connection:
     """Start or join Ray (once per driver), passing the trial environment through.
 
     Without an address this joins `$RAY_ADDRESS`, else starts a new local Ray: never a bare `ray.init()`,
@@ -108,6 +109,8 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> Connectio
             new local Ray.
         env: more variables for every trial process, set before it starts (so before it imports torch:
             deterministic mode's dispatch levels); they win over the node's own.
+        sweep: the sweep's name: the dashboard's Jobs list shows it in its Name column (job metadata
+            `job_name`; a `ray job submit --metadata-json` of the same key wins) and `sweep` holds it too.
     """
     from ..trainable import LOGICAL_GPUS_ENV
 
@@ -123,12 +126,24 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> Connectio
     # trial output (per-epoch lines, Ray's checkpoint messages) stays in each trial's log files
     # (RunConfig(log_to_file=True)); the console is the StudyReporter's
     context = ray.init(
-        address=address, runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False
+        address=address,
+        runtime_env={"env_vars": env_vars} if env_vars else None,
+        job_config=JobConfig(metadata=job_metadata(sweep)) if sweep else None,
+        log_to_driver=False,
     )
     info = getattr(context, "address_info", None) or {}
     return Connection(
         getattr(context, "dashboard_url", None) or None, address == "local", info.get("session_dir")
     )
+
+
+def job_metadata(sweep: str) -> dict[str, str]:
+    """The Ray job metadata that names a sweep: the dashboard's Jobs list reads `job_name`.
+
+    Args:
+        sweep: the sweep's name.
+    """
+    return {"job_name": sweep, "sweep": sweep}
 
 
 def check_storage_reachable(spec: SweepSpec, nodes: list[dict], driver_node_id: str) -> None:
@@ -180,11 +195,14 @@ def build_tuner(
     Returns:
         (tuner, restored): restored is True when the Tuner continues a saved experiment.
     """
-    from ..trainable import align_then_refine
+    from ..trainable import align_then_refine, trial_actor_class
 
-    trainable = tune.with_resources(
-        tune.with_parameters(align_then_refine, tasks=tasks or {}),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    # an actor class whose repr is the trial's name (the dashboard's Actors page)
+    trainable = trial_actor_class(
+        tune.with_resources(
+            tune.with_parameters(align_then_refine, tasks=tasks or {}),
+            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+        )
     )
     if tune.Tuner.can_restore(spec.experiment_path):
         # Tune unpickles what it restores: only files this head wrote (or --trust-storage)
@@ -227,7 +245,10 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=spec.num_samples,
             max_concurrent_trials=None if search_alg else spec.max_concurrent,
-            reuse_actors=True,  # a trial process keeps torch/transformers imported for the next trial
+            # an actor per trial: Ray takes an actor's repr (the trial name on the dashboard's Actors page)
+            # once, when it starts, and its log link then holds that trial's output only. A reused actor
+            # would save the next trial's imports of torch/transformers (benchmarks/tune_overhead.py)
+            reuse_actors=False,
             trial_name_creator=_trial_dirname,
             trial_dirname_creator=_trial_dirname,
         ),
@@ -264,7 +285,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, loaded: dict | Non
     Returns:
         Tune's ResultGrid.
     """
-    dashboard, local, session_dir = connect(address, deterministic_env() if _deterministic(spec) else None)
+    dashboard, local, session_dir = connect(
+        address, deterministic_env() if _deterministic(spec) else None, sweep=spec.name
+    )
     if not local:
         check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
     tasks = _preload(spec, loaded) if spec.preload_tasks else {}
