@@ -1168,3 +1168,85 @@ def test_dependency_floors_and_exact_pins_for_shipped_weights_and_data():
         m = re.fullmatch(rf"{re.escape(pkg)}==([\w.]+)", deps[pkg])
         assert m, f"{pkg} ships data/weights: pin it exactly"
         assert m.group(1) == version(pkg), f"{pkg}: the pin is the version tested here"
+
+
+# --------------------------------------------------------------------------------- the trials' charts
+
+GRAFANA_DASHBOARD = CLUSTER / "grafana" / "orca_ray_sweep.json"
+
+
+def prometheus_runs(commands: list[str]) -> list[list[str]]:
+    """The arguments of every `prometheus` started in the commands (also under nohup)."""
+    runs = []
+    for tokens in (t for c in commands for t in shell_parts(c)):
+        for i, token in enumerate(tokens[:2]):
+            if token == "prometheus" and tokens[:i] in ([], ["nohup"]):
+                runs.append(tokens[i + 1 :])
+    return runs
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_head_runs_prometheus_on_its_loopback_with_rays_scrape_config(name):
+    cfg = load(name)
+    (args,) = prometheus_runs(cfg["head_start_ray_commands"])
+    assert flag(args, "--web.listen-address") == "127.0.0.1:9090"
+    assert flag(args, "--config.file") == "/tmp/ray/session_latest/metrics/prometheus/prometheus.yml"
+    workers = cfg["worker_start_ray_commands"] + cfg.get("worker_setup_commands", [])
+    assert not any("prometheus" in c for c in workers), "one Prometheus, on the head"
+    ((env, _),) = ray_starts(cfg["head_start_ray_commands"])
+    assert env.get("RAY_PROMETHEUS_HOST") == "http://127.0.0.1:9090"
+    assert "-p" not in docker_options(cfg, "run_options", "head_run_options"), "no published ports"
+
+
+def test_image_installs_prometheus_from_signed_packages_not_a_download():
+    runs = [args for kw, args in dockerfile() if kw == "RUN" and "prometheus" in args]
+    assert any(re.search(r"apt-get install[^&;]*\bprometheus\b", r) for r in runs), runs
+    assert not any("launch-prometheus" in r or "github.com" in r for r in runs)
+
+
+def test_kuberay_monitoring_scrapes_only_the_metrics_port_of_our_ray_pods():
+    docs = {d["kind"]: d for d in kube_docs("monitoring.yaml")}
+    assert set(docs) == {"PodMonitor", "NetworkPolicy"}
+    monitor = docs["PodMonitor"]["spec"]
+    assert [e["port"] for e in monitor["podMetricsEndpoints"]] == ["metrics"]
+    instances = next(
+        e["values"]
+        for e in monitor["selector"]["matchExpressions"]
+        if e["key"] == "app.kubernetes.io/instance"
+    )
+    for name, spec, _docs in cluster_specs():
+        for group, pod in pod_templates(spec):
+            assert pod["metadata"]["labels"]["app.kubernetes.io/instance"] in instances, f"{name}/{group}"
+            ports = {
+                p.get("name"): p["containerPort"] for c in containers_of(pod) for p in c.get("ports", [])
+            }
+            assert ports.get("metrics") == 8080, f"{name}/{group}: the port the PodMonitor scrapes"
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    for rule in policy["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": 8080}], "only the metrics port"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_kuberay_rayjob_names_its_job_after_the_sweep():
+    (job,) = [d for d in kube_docs("rayjob.yaml") if d["kind"] == "RayJob"]
+    name = re.search(r"--name (\S+)", job["spec"]["entrypoint"]).group(1)
+    assert job["spec"]["metadata"]["job_name"] == name
+
+
+def test_grafana_dashboard_has_a_panel_per_trial_gauge_by_trial():
+    from orca_ray.trainable import GAUGE_COLUMNS
+
+    dash = json.loads(GRAFANA_DASHBOARD.read_text())
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "sweep", "trial"} <= variables
+    exprs = {t["expr"]: t for p in dash["panels"] for t in p["targets"]}
+    assert len(dash["panels"]) == len(GAUGE_COLUMNS)
+    for gauge, _description in GAUGE_COLUMNS.values():
+        (expr,) = [e for e in exprs if re.search(rf"\bray_{gauge}\{{", e)]
+        assert 'sweep=~"$sweep"' in expr
+        assert "by (trial)" in expr
+        assert exprs[expr]["legendFormat"] == "{{trial}}"
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
