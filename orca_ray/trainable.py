@@ -353,9 +353,9 @@ def trial_actor_class(trainable: Callable) -> type:
         def __repr__(self) -> str:
             return self.trial_name
 
-    OrcaTrial.__qualname__ = (
-        "OrcaTrial"  # the Actors page's class column, not `trial_actor_class.<locals>...`
-    )
+    # the Actors page's class column (not `trial_actor_class.<locals>.OrcaTrial`); Tune still names the
+    # trainable after the function (Experiment.get_trainable_name), which a restore checks
+    OrcaTrial.__qualname__ = "OrcaTrial"
     return OrcaTrial
 
 

@@ -373,6 +373,7 @@ def print_where_to_look(spec: SweepSpec, dashboard: str | None, session_dir: str
     print(f"  live Parquet:    {spec.results_root} (one file per trial, rewritten every epoch)")
     if dashboard:
         print(f"  Ray dashboard:   {_url(dashboard)} (token in ~/.ray/auth_token)")
+        print("                   (Jobs: this sweep by name; Actors: one row per trial, repr = its name)")
     print(
         f"  one trial's log: tail -f {session}/artifacts/*/{spec.name}/working_dirs/*-TRIAL/stdout\n"
         "                   (TRIAL: the first column of the table below; on a cluster, the node that runs it)",
