@@ -73,7 +73,9 @@ class DashboardProbe(tune.Callback):
         actors = json.loads(get(f"{url}/api/v0/actors?detail=1&limit=1000"))["data"]["result"]["result"]
         node = next(n for n in ray.nodes() if n["Alive"])
         scrape = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        # this result in every gauge (an export may fall between two of a report's gauge sets)
         want = {"orca_trial_phase": PHASE_CODES["refine"], "orca_trial_epoch": self.last_epoch}
+        want.update((GAUGE_COLUMNS[c][0], result[c]) for c in ("train_loss", "val_score", "test_score"))
         deadline, gauges = time.monotonic() + 30, {}
         while time.monotonic() < deadline:  # the node exports every metrics_report_interval_ms
             gauges = trial_gauges(get(scrape), self.sweep).get(str(trial), {})
