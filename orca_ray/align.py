@@ -31,6 +31,7 @@ from torch import nn
 
 from .io import file_lock, quarantine, write_file
 from .otdd import ProxyDistance
+from .precision import FP32, Precision
 from .recipes import DEFAULT_BATCH_PER_CLASS, recipe_for
 from .refine import RefineHParams, make_optimizer, pick_device
 from .tasks import Task
@@ -161,6 +162,7 @@ def class_weighted_otdd(
     x: torch.Tensor,
     labels: torch.Tensor,
     class_weights: torch.Tensor,
+    precision: Precision = FP32,
 ) -> torch.Tensor:
     """ORCA's align loss on one drawn sample: Σ_c w_c · OTDD(proxy, mean-over-tokens(embedder(x[labels == c]))),
     each class a one-class target dataset; classes with fewer than 2 rows are left out (ORCA skips them too).
@@ -171,9 +173,11 @@ def class_weighted_otdd(
         x: the sample's inputs, any class order.
         labels: (N,) class index of each row.
         class_weights: (num_classes,) w_c = n_c / n over the whole training split, indexed by class.
+        precision: the embedder's forward runs under its autocast; the OTDD is computed in float32.
     """
-    tokens, _ = embedder(x)
-    feats = tokens.mean(1)
+    with precision.autocast(x.device):
+        tokens, _ = embedder(x)
+    feats = tokens.float().mean(1)  # float32 already under fp32: .float() is the same tensor
     classes, counts = torch.unique(labels, return_counts=True)
     keep = counts >= 2
     if not keep.any():
@@ -286,6 +290,7 @@ class Aligner:
         seed: the per-epoch samples and the k-means pseudo-classes come from it.
         snapshots: where epoch states are saved and reused, or None to keep nothing.
         device: "cpu", "cuda", or None/"auto".
+        precision: autocast of the embedder's forward (fp32: none); fp16 scales the loss (`GradScaler`).
     """
 
     def __init__(
@@ -299,6 +304,7 @@ class Aligner:
         seed: int = 0,
         snapshots: EmbedderSnapshots | None = None,
         device: str | torch.device | None = None,
+        precision: Precision = FP32,
     ):
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.embedder = embedder.to(self.device)
@@ -322,6 +328,8 @@ class Aligner:
         self.distance = ProxyDistance(proxy_x.to(self.device), proxy_y.to(self.device), inner=hp.inner)
         self.optimizer = make_optimizer([p for p in self.embedder.parameters() if p.requires_grad], hp)
         self.scheduler = make_align_scheduler(self.optimizer, hp)
+        self.precision = precision
+        self.scaler = precision.grad_scaler(self.device)
         self.epoch = 0
         self.otdd: list[float] = []
 
@@ -347,18 +355,26 @@ class Aligner:
         idx, lab = idx[ascending], lab[ascending]
         x = torch.from_numpy(np.asarray(self.task.train.x[idx])).to(self.device)
         return class_weighted_otdd(
-            self.embedder, self.distance, x, torch.from_numpy(lab).to(self.device), self.weights
+            self.embedder,
+            self.distance,
+            x,
+            torch.from_numpy(lab).to(self.device),
+            self.weights,
+            self.precision,
         )
 
     def state_dict(self) -> dict:
         """Everything needed to continue: embedder, optimiser, schedule, epoch and the OTDD so far."""
-        return {
+        state = {
             "embedder": {k: v.detach().cpu() for k, v in self.embedder.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "otdd": list(self.otdd),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a `state_dict()` (a snapshot).
@@ -369,6 +385,8 @@ class Aligner:
         self.embedder.load_state_dict(state["embedder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.otdd = int(state["epoch"]), [float(v) for v in state["otdd"]]
 
     def run(
@@ -381,7 +399,8 @@ class Aligner:
             on_epoch: called as on_epoch(epoch, otdd, seconds, restored) for every epoch 0..epochs in order.
         """
         on_epoch = on_epoch or (lambda *a: None)
-        with self.snapshots.lock() if self.snapshots else nullcontext():
+        lock = self.snapshots.lock() if self.snapshots else nullcontext()
+        with lock, self.precision.tf32_matmuls():
             found = self.snapshots.load_latest_at_most(epochs) if self.snapshots else None
             if found is not None:
                 self.load_state_dict(found[1])
@@ -410,8 +429,13 @@ class Aligner:
                 if not train:
                     break
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                if self.scaler is None:
+                    loss.backward()
+                    self.optimizer.step()
+                else:  # fp16: an epoch whose gradients overflow is skipped and the scale lowered
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.scheduler.step()
                 self.epoch += 1
         return self.otdd[: epochs + 1]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .model import POOLS, freeze_label, parse_freeze
+from .precision import Precision
 from .recipes import PRESETS
 from .tasks.base import PROTOCOLS
 
@@ -23,7 +24,7 @@ from .tasks.base import PROTOCOLS
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
 # fields added after trials were first hashed: hashed only when set away from this default, so the trials of
 # earlier sweeps keep their hashes (their folders, cached baselines, snapshots and resumes)
-_HASHED_WHEN_SET = {"pool": "mean", "deterministic": False}
+_HASHED_WHEN_SET = {"pool": "mean", "deterministic": False, "precision": "fp32", "tf32": False}
 # every field the aligned embedder depends on; the align optimiser is derived from the fine-tuning one
 # (ORCA: same optimiser, lr ×10 when lr ≤ 1e-3), so lr / optimizer / weight_decay belong here too
 _ALIGN_FIELDS = (
@@ -43,6 +44,8 @@ _ALIGN_FIELDS = (
     "preset",
     "protocol",  # ORCA's composition trains the embedder on train ∪ val
     "deterministic",  # other kernels, other last bits: a snapshot from either mode is not the other's
+    "precision",  # autocast changes the aligned embedder (hashed only when not fp32, as the next)
+    "tf32",
 )
 # bumped when what an aligned embedder is changes (v2: ORCA's embedder init, StepLR lambda, class weights)
 ALIGN_VERSION = "v2"
@@ -89,6 +92,8 @@ class TrialConfig:
         deterministic: pin PyTorch's, MKL's and oneDNN's CPU code paths and use deterministic algorithms
             (`machine.set_deterministic`), so the numbers do not depend on the node. It changes the numbers
             (other kernels), so it enters the hash (only when True: earlier trials keep their hashes).
+        precision: "fp32" (ORCA's numbers), "bf16" or "fp16" autocast of the forwards in align and refine.
+        tf32: allow TF32 matmuls / convolutions on CUDA (changes fp32 numbers on Ampere and later).
         data_root: NAS-Bench-360 files and proxy data; cache_dir: snapshots and features; device: where to
             train. These three do not enter the hash.
     """
@@ -123,6 +128,9 @@ class TrialConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     deterministic: bool = False
+    # numerics (hashed only when not fp32 / False, see _HASHED_WHEN_SET)
+    precision: str = "fp32"
+    tf32: bool = False
     data_root: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
@@ -149,6 +157,7 @@ class TrialConfig:
                 raise ValueError(f"{name} must be > 0, got {v}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        Precision(self.precision, self.tf32)  # validates the name
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
@@ -204,6 +213,11 @@ class TrialConfig:
             default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def numerics(self) -> Precision:
+        """The trial's `Precision` (autocast dtype and TF32)."""
+        return Precision(self.precision, self.tf32)
 
     @property
     def frozen_parts(self) -> frozenset[str]:

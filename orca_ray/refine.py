@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device_data import TrainFeed, batch_rows
 from .metrics import chunked_metric, compute_metric, orca_chunks
 from .model import trainable_parameters, trainable_state_dict
+from .precision import FP32, Precision
 from .tasks import PROTOCOLS, Split, Task
 from .tasks.base import LOSSES
 
@@ -151,10 +153,7 @@ def batches(split: Split, batch_size: int, order: np.ndarray | None = None):
         batch_size: rows per batch (the last batch may be smaller).
         order: row indices in batch order, or None for stored order.
     """
-    n = len(split)
-    order = np.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
-        idx = np.sort(order[start : start + batch_size])
+    for idx in batch_rows(len(split), batch_size, order):
         yield np.asarray(split.x[idx]), np.asarray(split.y[idx]), idx
 
 
@@ -274,6 +273,8 @@ def train_epoch(
     clip: float | None = None,
     device: torch.device | str | None = None,
     on_micro_batch: Callable[[MicroBatch], None] | None = None,
+    precision: Precision = FP32,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """One fine-tuning epoch exactly as ORCA's `train_one_epoch` (src/main.py, commit 19b8c1c).
 
@@ -292,6 +293,10 @@ def train_epoch(
         clip: max gradient norm, or None.
         device: where x and y go (default: the model's first parameter's device).
         on_micro_batch: called after each micro-batch (after its optimiser/scheduler steps) with a `MicroBatch`.
+        precision: the forward runs under its autocast (fp32: none, ORCA's numbers); the loss is float32.
+        scaler: fp16's `GradScaler` (kept across epochs by the caller): the loss is scaled before backward, the
+            clip threshold scaled alike (the same clipping factor as on unscaled gradients), and a step whose
+            gradients hold inf/NaN is skipped (reported `stepped=False`) while the scale is lowered.
 
     Returns:
         The mean micro-batch loss (ORCA's train loss).
@@ -307,18 +312,32 @@ def train_epoch(
     for i, (x, y) in enumerate(micro_batches):
         x, y = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
         lr = optimizer.param_groups[0]["lr"]
-        loss = loss_fn(model(x), y)
+        with precision.autocast(device):
+            out = model(x)
+        loss = loss_fn(out, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at micro-batch {i}; lower the learning rate (now {lr:g})"
             )
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
         norm = None
-        if clip is not None:
+        if clip is not None and scaler is None:
             norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        elif clip is not None:  # scaled gradients against a scaled threshold: no unscale_ per micro-batch
+            scale = scaler.get_scale()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, clip * scale)) / scale
         stepped = (i + 1) % accum == 0
-        if stepped:
+        if stepped and scaler is None:
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        elif stepped:
+            scale = scaler.get_scale()
+            scaler.step(optimizer)  # skipped when the gradients hold inf/NaN
+            scaler.update()
+            stepped = scaler.get_scale() >= scale  # the scale only drops after a skipped step
             optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():
             # ORCA's order: with accum > 1 the schedule steps before the first optimiser step (harmless)
@@ -371,6 +390,10 @@ class Refiner:
         max_steps_per_epoch: cap on micro-batches per epoch (smoke tests); the schedule counts the capped epoch.
         steps_per_epoch: micro-batches per epoch the schedule counts (default: ceil(len(train) / batch_size),
             ORCA's n_train); for `train_batches` on explicit batches.
+        precision: fp32 (ORCA's numbers), or bf16 / fp16 autocast of forwards (fp16 with a gradient scaler);
+            TF32 matmuls when it allows them.
+        data_on_device: how training batches reach the device ("auto", "resident", "host"; see
+            `device_data.TrainFeed`); the batches and numbers are the same either way.
     """
 
     def __init__(
@@ -384,6 +407,8 @@ class Refiner:
         protocol: str = "honest",
         max_steps_per_epoch: int | None = None,
         steps_per_epoch: int | None = None,
+        precision: Precision = FP32,
+        data_on_device: str = "auto",
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -401,17 +426,25 @@ class Refiner:
         self.optimizer = make_optimizer(params, hp)
         self.scheduler = make_scheduler(self.optimizer, hp, n)
         self.loss_fn = TaskLoss.for_task(task).to(self.device)
+        self.precision = precision
+        self.scaler = precision.grad_scaler(self.device)  # fp16 only; its scale carries over epochs
+        # a numpy augmentation (ORCA's crop/flip) runs on host batches
+        feed_mode = "host" if task.augment is not None else data_on_device
+        self.feed = TrainFeed.for_split(task.train, self.device, feed_mode)
         self.epoch = 0
 
     # ---- checkpointing ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue: trainable weights only, optimiser, schedule, epoch."""
-        return {
+        state = {
             "model": trainable_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a `state_dict()`; a checkpoint holding weights this model lacks is refused.
@@ -424,6 +457,8 @@ class Refiner:
             raise ValueError(f"checkpoint holds weights this model lacks: {missing.unexpected_keys[:5]}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
 
     # ---- training --------------------------------------------------------------------------------------
@@ -443,16 +478,18 @@ class Refiner:
         rng = np.random.default_rng([self.seed, self.epoch])
         torch.manual_seed(int(rng.integers(2**31)))  # dropout / drop-path draws for this epoch
         order = rng.permutation(len(self.task.train))
-        micro = ((x, y) for x, y, _ in batches(self.task.train, self.hp.batch_size, order))
+        augment = None
         if self.task.augment is not None:  # ORCA's train-time crop/flip (CIFAR-100)
             aug_rng = np.random.default_rng([self.seed, self.epoch, 1])
-            micro = ((self.task.augment(x, aug_rng), y) for x, y in micro)
+            augment = lambda x: self.task.augment(x, aug_rng)  # noqa: E731
+        micro = self.feed.batches(self.hp.batch_size, order, augment)
         if self.max_steps_per_epoch is not None:
             micro = itertools.islice(micro, self.max_steps_per_epoch)
-        train_loss = self.train_batches(micro)
-        self.epoch += 1
-        val = self.evaluate(self.task.val)
-        test = val if self.task.test is self.task.val else self.evaluate(self.task.test)
+        with self.precision.tf32_matmuls():
+            train_loss = self.train_batches(micro)
+            self.epoch += 1
+            val = self.evaluate(self.task.val)
+            test = val if self.task.test is self.task.val else self.evaluate(self.task.test)
         lr = self.optimizer.param_groups[0]["lr"]
         return EpochResult(self.epoch, train_loss, val, test, time.perf_counter() - t0, lr)
 
@@ -474,6 +511,8 @@ class Refiner:
             clip=self.hp.clip,
             device=self.device,
             on_micro_batch=on_micro_batch,
+            precision=self.precision,
+            scaler=self.scaler,
         )
 
     # ---- evaluation ------------------------------------------------------------------------------------
@@ -489,7 +528,9 @@ class Refiner:
         self.model.eval()
         outs, ys = [], []
         for x, y, _ in batches(split, self.hp.eval_batch_size, order):
-            out = self.model(torch.from_numpy(x).to(self.device)).float()
+            with self.precision.autocast(self.device):
+                out = self.model(torch.from_numpy(x).to(self.device))
+            out = out.float()
             if self.task.kind == "multilabel":
                 out = torch.sigmoid(out)
             elif self.task.kind == "regression" and self.task.y_normalizer is not None:

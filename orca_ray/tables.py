@@ -19,7 +19,7 @@ from .baselines import KINDS as BASELINE_KINDS
 from .baselines import baseline_kind
 
 # the settings a trial differs in besides its seed (pretraining_tokens follows the body)
-FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol")
+FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol", "precision")
 MISSING = "–"
 TABLE = "final_scores.md"
 
@@ -106,8 +106,8 @@ def classes_table(fs: pd.DataFrame, shown: int = 30) -> str:
 
 
 def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
-    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr, preset and protocol
-    when they vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
+    """Markdown: one line per setting (task, body, proxy, embedder_epochs, freeze; lr, preset, protocol and
+    precision when they vary) with the number of seeds n and mean ± std over seeds of the final test score and the final OTDD;
     after each task's settings, its baselines, marked as such.
 
     Args:
@@ -115,7 +115,7 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
         baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
     """
     kfs = keyed(fs)
-    extra = [c for c in ("lr", "preset", "protocol") if kfs["_" + c].nunique() > 1]
+    extra = [c for c in ("lr", "preset", "protocol", "precision") if kfs["_" + c].nunique() > 1]
     keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
     head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

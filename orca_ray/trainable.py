@@ -156,6 +156,7 @@ class TrialRun:
             "classes": json.dumps(list(self.task.class_names)) if self.task.class_names else None,
             "protocol": cfg.protocol,
             "deterministic": cfg.deterministic,
+            "precision": cfg.numerics.label(),
             "metric": self.task.metric,
             "node": socket.gethostname(),
             **machine_fingerprint(pick_device(cfg.device)),
@@ -211,7 +212,15 @@ class TrialRun:
         key = cfg.align_key + (f"-d{self.task.fingerprint[:12]}" if self.task.fingerprint else "")
         snapshots = EmbedderSnapshots(self.cache_dir / "embedders" / key) if self.aligned else None
         aligner = Aligner(
-            self.model.embedder, self.task, px, py, hp, seed=cfg.seed, snapshots=snapshots, device=cfg.device
+            self.model.embedder,
+            self.task,
+            px,
+            py,
+            hp,
+            seed=cfg.seed,
+            snapshots=snapshots,
+            device=cfg.device,
+            precision=cfg.numerics,
         )
         last = cfg.embedder_epochs
 
@@ -249,6 +258,7 @@ class TrialRun:
             seed=self.cfg.seed,
             device=self.cfg.device,
             protocol=self.cfg.protocol,
+            precision=self.cfg.numerics,
         )
         if state is not None and state.get("refine") is not None:
             refiner.load_state_dict(state["refine"])

@@ -20,6 +20,8 @@ import pyarrow.fs as pafs
 from .. import io
 from .schema import PARTITION_COLUMN, PARTITIONING, PHASES, RESULT_SCHEMA, TRIAL_FIELDS
 
+OLD_PRECISION = "fp32"
+
 
 def _empty_frame() -> pd.DataFrame:
     return RESULT_SCHEMA.empty_table().to_pandas()
@@ -54,6 +56,8 @@ def read_results(
     flt = ds.field(PARTITION_COLUMN) == sweep if sweep is not None else None
     table = dataset.to_table(filter=flt)
     df = table.to_pandas()
+    # rows written before the precision column existed all ran in float32
+    df["precision"] = df["precision"].fillna(OLD_PRECISION)
     phase_order = {p: i for i, p in enumerate(PHASES)}
     df = df.assign(_phase_order=df["phase"].map(phase_order).fillna(len(PHASES)))
     df = df.sort_values(["sweep", "trial_id", "_phase_order", "phase", "epoch"], kind="stable")

@@ -51,6 +51,7 @@ RESULT_SCHEMA = pa.schema(
         ("preset", pa.string()),
         ("classes", pa.string()),
         ("protocol", pa.string()),
+        ("precision", pa.string()),
         ("config_json", pa.string()),
         ("reported_at", pa.timestamp("us", tz="UTC")),
         # the machine behind the row (machine.machine_fingerprint; null in files written before it existed)
@@ -87,6 +88,7 @@ TRIAL_FIELDS = (
     "classes",
     "protocol",
     "deterministic",
+    "precision",
 )
 # where each row ran: taken from the result only (a resumed trial's later rows may name another machine)
 MACHINE_FIELDS = (

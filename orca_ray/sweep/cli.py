@@ -13,6 +13,7 @@ import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+from ..precision import PRECISIONS
 from ..recipes import PRESETS, PresetDefaults, seed_paper_batch_sizes
 from ..tasks.base import PROTOCOLS
 from ..tracking import TRACKERS, check_trackers
@@ -70,6 +71,12 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         "--dry-run", action="store_true", help="print the trial matrix and a cost estimate; start nothing"
     )
     p.add_argument(
+        "--throughput",
+        default=None,
+        help="--dry-run: GPU-hours from this benchmarks/gpu.py result (default: $ORCA_RAY_THROUGHPUT, else "
+        "<cache>/throughput.json when present; else an assumed FLOP rate)",
+    )
+    p.add_argument(
         "--gpus-per-trial", type=amount(0), default=None, help="GPUs per trial (fractions share a GPU)"
     )
     p.add_argument("--cpus-per-trial", type=amount(0, inclusive=False), default=None, help="CPUs per trial")
@@ -89,6 +96,21 @@ def build_parser(description: str, default_name: str) -> argparse.ArgumentParser
         help="honest: best epoch on a validation split, metrics over whole splits, NAS-Bench-360's splits; "
         "orca: ORCA's own (validation data in train, best epoch on test, ECG 90/10 split, metrics averaged "
         "over 1,000-sample chunks). Give both to compare them in one sweep",
+    )
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["fp32"],
+        help="fp32: ORCA's numbers (parity runs must use it); bf16 / fp16: autocast of the forwards in align "
+        "and refine (fp16 with a gradient scaler), faster on GPUs with tensor cores. Give several to compare "
+        "them in one sweep",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 matmuls and convolutions on CUDA (faster float32 on Ampere and later; changes "
+        "its numbers, so it is recorded as precision '<p>+tf32')",
     )
     p.add_argument(
         "--batch-sizes",
@@ -182,7 +204,16 @@ def main(
     except PreflightError as e:
         return fail(e)
     if args.dry_run:
-        print_plan(spec, configs)
+        from ..throughput import ThroughputFileError, default_throughput_path, load_throughput
+
+        path = args.throughput or default_throughput_path()
+        try:
+            record = load_throughput(path)
+        except ThroughputFileError as e:
+            return fail(PreflightError([f"--throughput: {e}"]))
+        if record is None and args.throughput:
+            return fail(PreflightError([f"--throughput: {path} does not exist. Fix: run benchmarks/gpu.py"]))
+        print_plan(spec, configs, throughput=record)
         if spec.baselines:
             from ..baselines import RANDOM_BODY, baselines_for
 
@@ -250,9 +281,11 @@ def _plan(args, preset: PresetDefaults, default_name, default_tasks, space, sear
     }
     try:
         protocol = args.protocol[0] if len(args.protocol) == 1 else list(dict.fromkeys(args.protocol))
+        precision = args.precision[0] if len(args.precision) == 1 else list(dict.fromkeys(args.precision))
+        numerics = {"precision": precision, **({"tf32": True} if args.tf32 else {})}
         grids = space(args)
         grids = [
-            {**preset.extra, **g, **cli, "preset": args.preset, "protocol": protocol}
+            {**preset.extra, **g, **cli, "preset": args.preset, "protocol": protocol, **numerics}
             for g in (grids if isinstance(grids, list) else [grids])
         ]
         if args.batch_sizes == "seed-paper":

@@ -20,6 +20,7 @@ from typing import TextIO
 from ..config import TrialConfig
 from ..io import join
 from ..recipes import ORCA_RECIPE_TASKS, base_task, hparams_for, recipe_for
+from ..throughput import ThroughputRecord
 
 DEMO_STORAGE = "./results"
 RESULTS_SUBDIR = "parquet"
@@ -154,14 +155,30 @@ ASSUMED_TFLOPS = {"gpu": 40.0, "cpu": 0.15}  # sustained; A10G/L4-class GPU with
 DEFAULT_TOKENS = 64  # tokens per sample when the task's recipe sets no target sequence length
 
 
-def estimate(cfg: TrialConfig) -> dict:
-    """Order-of-magnitude compute of one trial (refine forward+backward, val/test forward).
+EVAL_SHARE = 0.4 / 3  # val + test forwards per epoch relative to training (~20% of train evaluated twice)
+
+
+def tokens_for(task: str) -> int:
+    """Tokens per sample the estimate assumes for a 1D task (its recipe's target length, else 64).
+
+    Args:
+        task: a task name.
+    """
+    return recipe_for(task).target_seq_len or DEFAULT_TOKENS
+
+
+def estimate(cfg: TrialConfig, throughput: ThroughputRecord | None = None) -> dict:
+    """Order-of-magnitude compute of one trial (refine forward+backward, val/test forward; align too when
+    measured). GPU-hours come from measured throughput when `throughput` holds the trial's body family at its
+    precision (1D scaled by tokens per sample), else from the FLOP count at an assumed sustained rate.
 
     Args:
         cfg: the trial.
+        throughput: a `benchmarks/gpu.py` result on record, or None.
 
     Returns:
-        train_samples, refine_epochs, embedder_epochs, pflop, gpu_hours, cpu_hours.
+        train_samples, refine_epochs, embedder_epochs, pflop, gpu_hours, cpu_hours, and gpu_source
+        ("measured" or "assumed").
     """
     recipe = recipe_for(cfg.task)
     n_train = recipe.train_size
@@ -178,14 +195,23 @@ def estimate(cfg: TrialConfig) -> dict:
         base = "mini" if base.startswith("mini-") else base
         fam = "tiny" if body.startswith("tiny") else ("minilm" if "minilm" in body.lower() else "roberta")
         per_token = 2 * BODY_PARAMS[base] / 1e9 if base in BODY_PARAMS else BODY_GFLOPS_PER_TOKEN[fam]
-        per_sample = per_token * (recipe.target_seq_len or DEFAULT_TOKENS)
+        per_sample = per_token * tokens_for(cfg.task)
     gflop = per_sample * n_train * epochs * (3 + 0.4)  # train + ~20% of train size evaluated twice
+    gpu_hours, source = gflop / (ASSUMED_TFLOPS["gpu"] * 1e3) / 3600, "assumed"
+    entry = throughput.entry_for(cfg.body, cfg.numerics.label()) if throughput is not None else None
+    if entry is not None:
+        sps = entry.refine_samples_per_s
+        if "swin" not in body:  # cost per sample grows with the tokens (linearly at these lengths)
+            sps *= tokens_for(entry.task) / tokens_for(cfg.task)
+        seconds = n_train * epochs * (1 + EVAL_SHARE) / sps + cfg.embedder_epochs * entry.align_step_s
+        gpu_hours, source = seconds / 3600, "measured"
     return {
         "train_samples": n_train,
         "refine_epochs": epochs,
         "embedder_epochs": cfg.embedder_epochs,
         "pflop": gflop / 1e6,
-        "gpu_hours": gflop / (ASSUMED_TFLOPS["gpu"] * 1e3) / 3600,
+        "gpu_hours": gpu_hours,
+        "gpu_source": source,
         "cpu_hours": gflop / (ASSUMED_TFLOPS["cpu"] * 1e3) / 3600,
     }
 
@@ -207,16 +233,23 @@ def recipe_line(r) -> str:
     )
 
 
-def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None = None) -> dict:
-    """Print the trial matrix (the fields that vary) with a per-trial and total cost estimate.
+def print_plan(
+    spec: SweepSpec,
+    configs: list[TrialConfig],
+    out: TextIO | None = None,
+    throughput: ThroughputRecord | None = None,
+) -> dict:
+    """Print the trial matrix (the fields that vary) with a per-trial and total cost estimate, saying whether
+    the GPU-hours come from measured throughput (which card, which file) or the assumed FLOP rate.
 
     Args:
         spec: the sweep.
         configs: its trials (`expand_grid` or `sample_configs`).
         out: where to print (default: sys.stdout at call time).
+        throughput: a `benchmarks/gpu.py` result on record, or None.
 
     Returns:
-        The totals: gpu_hours, cpu_hours.
+        The totals: gpu_hours, cpu_hours, measured (trials with measured GPU-hours).
     """
     out = out or sys.stdout
     varying = [k for k in TrialConfig.__dataclass_fields__ if len({getattr(c, k) for c in configs}) > 1]
@@ -225,16 +258,19 @@ def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None =
         f"sweep {spec.name!r}: {len(configs)} trials ({spec.search}), storage {spec.experiment_path}",
         file=out,
     )
-    print("  " + "  ".join(f"{k:>16}" for k in shown) + f"  {'GPU-h':>8}  {'CPU-h':>8}", file=out)
-    tot = {"gpu_hours": 0.0, "cpu_hours": 0.0}
+    print(
+        "  " + "  ".join(f"{k:>16}" for k in shown) + f"  {'GPU-h':>8}  {'from':>8}  {'CPU-h':>8}", file=out
+    )
+    tot = {"gpu_hours": 0.0, "cpu_hours": 0.0, "measured": 0}
     for c in configs:
-        e = estimate(c)
+        e = estimate(c, throughput)
         tot["gpu_hours"] += e["gpu_hours"]
         tot["cpu_hours"] += e["cpu_hours"]
+        tot["measured"] += e["gpu_source"] == "measured"
         print(
             "  "
             + "  ".join(f"{getattr(c, k)!s:>16}" for k in shown)
-            + f"  {e['gpu_hours']:8.3f}  {e['cpu_hours']:8.2f}",
+            + f"  {e['gpu_hours']:8.3f}  {e['gpu_source']:>8}  {e['cpu_hours']:8.2f}",
             file=out,
         )
     fixed = {
@@ -248,8 +284,17 @@ def print_plan(spec: SweepSpec, configs: list[TrialConfig], out: TextIO | None =
         print("  ORCA's recipes (before the flags' overrides):", file=out)
     for t in recipes:
         print(f"    {t:>16}  {recipe_line(recipe_for(t))}", file=out)
+    assumed = len(configs) - tot["measured"]
+    how = []
+    if tot["measured"]:
+        how.append(f"{tot['measured']} trial(s) from measured throughput on {throughput.describe()}")
+    if assumed:
+        how.append(
+            f"{assumed} trial(s) at an assumed ~{ASSUMED_TFLOPS['gpu']:.0f} TFLOP/s sustained"
+            + ("" if throughput is not None else " (no benchmarks/gpu.py result on record)")
+        )
     print(
-        f"estimate: {tot['gpu_hours']:.2f} GPU-hours at ~{ASSUMED_TFLOPS['gpu']:.0f} TFLOP/s sustained, or "
+        f"estimate: {tot['gpu_hours']:.2f} GPU-hours ({'; '.join(how)}), or "
         f"{tot['cpu_hours']:.1f} CPU-hours at ~{ASSUMED_TFLOPS['cpu']} TFLOP/s (order of magnitude; "
         f"GPU-hours × your instance's hourly price ≈ cost)",
         file=out,
