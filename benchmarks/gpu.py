@@ -25,6 +25,7 @@ the sweeps' `--dry-run` estimate, which uses the paper-shaped GPU entries only (
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -78,6 +79,7 @@ def card_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@functools.cache  # once per device and precision: every workload divides by the same peak
 def peak_flops(device: torch.device, prec: Precision, quick: bool) -> tuple[float, str]:
     """(peak FLOP/s, where it comes from) of `device` at `prec`."""
     name = card_name(device)

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 
 def run(args) -> None:
@@ -55,7 +55,7 @@ def run(args) -> None:
         for row in trial:
             rows.append({**row, "sweep": "precision-fidelity", "trial_id": cfg.short_name()})
         print(f"{args.precision} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    (out / f"{args.precision}.json").write_text(json.dumps(rows, default=float))
+        (out / f"{args.precision}.json").write_text(json.dumps(rows, default=float))  # after every seed
 
 
 def summarize(folder: str) -> None:
