@@ -1,5 +1,6 @@
 """--precision (autocast, fp16's gradient scaler), data on the device, and the measured-throughput estimate."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def small():
 
 def _refiner(small, precision="fp32", **kw):
     task, body = small
-    model = build_model(task, body, aligned=True, target_seq_len=64, seed=0)
+    model = build_model(task, copy.deepcopy(body), aligned=True, target_seq_len=64, seed=0)  # body trains
     hp = RefineHParams("adamw", 1e-3, epochs=2, batch_size=16, clip=kw.pop("clip", None))
     return Refiner(model, task, hp, seed=0, device="cpu", precision=Precision(precision), **kw)
 
@@ -115,7 +116,8 @@ def test_align_autocasts_the_embedder_only(small):
     labels = torch.from_numpy(task.train.y[:24])
     weights = torch.full((task.num_outputs,), 1.0 / task.num_outputs)
     seen = []
-    model.embedder.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    conv = next(m for m in model.embedder.modules() if isinstance(m, torch.nn.Conv1d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     loss = class_weighted_otdd(model.embedder, distance, x, labels, weights, Precision("bf16"))
     assert seen == [torch.bfloat16]
     assert loss.dtype == torch.float32
@@ -158,6 +160,7 @@ def _throughput(path, sps=100.0, align_s=2.0, device_type="cuda"):
 
 
 def test_dry_run_estimate_uses_measured_throughput_when_on_record(tmp_path, capsys):
+    from orca_ray.recipes import recipe_for
     from orca_ray.sweep.cli import main
     from orca_ray.sweep.plan import EVAL_SHARE, estimate
     from orca_ray.throughput import load_throughput
@@ -168,7 +171,8 @@ def test_dry_run_estimate_uses_measured_throughput_when_on_record(tmp_path, caps
     )
     e = estimate(cfg, record)
     assert e["gpu_source"] == "measured"
-    assert e["gpu_hours"] == pytest.approx((2_638 * 60 * (1 + EVAL_SHARE) / 100.0 + 10 * 2.0) / 3600)
+    n_train = recipe_for("satellite").train_size
+    assert e["gpu_hours"] == pytest.approx((n_train * 60 * (1 + EVAL_SHARE) / 100.0 + 10 * 2.0) / 3600)
     assert estimate(TrialConfig(**{**cfg.to_dict(), "precision": "fp32"}), record)["gpu_source"] == "assumed"
     assert load_throughput(_throughput(tmp_path / "cpu.json", device_type="cpu")).entries == ()
 
@@ -215,19 +219,19 @@ def _check_rows(rows, workloads):
 
 
 def test_gpu_benchmark_runs_quick_on_cpu_and_prints_its_table(tmp_path):
-    """The 1D workload with two trials sharing the CPU (the sharing processes are most of the test's time)."""
+    """The 1D workload, fp32 and bf16, one process (the sharing processes run in the slow test)."""
     from orca_ray.throughput import load_throughput
 
-    stdout, record = _benchmark(tmp_path, "--workloads", "satellite-1d", "--share", "2")
+    stdout, record = _benchmark(tmp_path, "--workloads", "satellite-1d", "--share")
     _check_rows(record["entries"], ["satellite-1d"])
-    assert all(set(r["shared_samples_per_s"]) == {"2"} for r in record["entries"])
     assert "MFU" in stdout
     assert "bf16" in stdout
     assert load_throughput(tmp_path / "tp.json").entries == ()  # a CPU quick run is no GPU estimate
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_2d_workload_on_cpu(tmp_path):
-    stdout, record = _benchmark(tmp_path, "--workloads", "cifar100-2d", "--share")
+def test_gpu_benchmark_2d_workload_and_sharing_on_cpu(tmp_path):
+    stdout, record = _benchmark(tmp_path, "--workloads", "cifar100-2d", "--share", "2")
     _check_rows(record["entries"], ["cifar100-2d"])
+    assert all(set(r["shared_samples_per_s"]) == {"2"} for r in record["entries"])
     assert "cifar100-2d" in stdout
