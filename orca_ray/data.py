@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return _run(args)
-    except (StageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (StageError, ValueError, OSError) as e:  # one line each: the file or flag and the fix
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
 
 

@@ -297,7 +297,9 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_siz
 
     The digest is remembered under `<cache>/fingerprints/`, keyed by the file's path, size, modification and
     change time, so a changed (or touched) file is hashed again and an unchanged one is not; processes hashing
-    the same file at once wait on a lock and hash it once. A missing or unreadable memo is recomputed.
+    the same file at once wait on a lock and hash it once. A missing or unreadable memo is recomputed, and so
+    is one that another user could have written (not this user's, or its folder or itself writable by group or
+    others): the memo vouches for a file's content, so it is trusted no more than this user's own writes.
 
     Args:
         path: the file.
@@ -311,6 +313,8 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_siz
 
     def remembered() -> str | None:
         try:
+            if not (_own_private(memo) and _own_private(memo.parent)):
+                return None
             value = memo.read_text().strip()
         except OSError:
             return None
@@ -333,6 +337,12 @@ def file_sha256(path: str | Path, cache_dir: str | Path | None = None, chunk_siz
     except PermissionError as e:  # a read-only cache: the right answer, just not remembered
         log.info("fingerprint cache %s unusable (%s)", memo.parent, e)
         return compute()
+
+
+def _own_private(path: Path) -> bool:
+    """This user's file or folder, which nobody else can write (no group/other write bit, no symlink)."""
+    st = path.lstat()
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022 and not os.path.islink(path)
 
 
 def content_fingerprint(paths, cache_dir: str | Path | None = None) -> str:

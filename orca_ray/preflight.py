@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 import sys
 from contextlib import contextmanager
 
@@ -65,7 +67,9 @@ def amount(minimum: float, *, inclusive: bool = True):
             v = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (v >= minimum if inclusive else v > minimum) or v != v:
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if not (v >= minimum if inclusive else v > minimum):
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}, got {text}")
         return v
 
@@ -94,18 +98,36 @@ def check_name(name: str) -> str:
     Args:
         name: the `--name` value.
     """
-    if (
-        not name
-        or "/" in name
-        or "\\" in name
-        or ".." in name
-        or name.strip() != name
-        or name.startswith(".")
-    ):
+    if not _NAME.fullmatch(name) or ".." in name:
         raise argparse.ArgumentTypeError(
-            f"{name!r} is not a sweep name: use letters, digits, '-', '_' or '.' (no '/', '..' or leading '.')"
+            f"{name[:80]!r}{'...' if len(name) > 80 else ''} is not a sweep name: use up to {MAX_NAME} letters, "
+            "digits, '-', '_' or '.' (no '/', '..', spaces, control characters or leading '.')"
         )
     return name
+
+
+MAX_NAME = 128  # a sweep name is a folder name, and a prefix of every trial's
+_NAME = re.compile(rf"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{{0,{MAX_NAME - 1}}}")
+MAX_SPEC = 1024  # a body, proxy or task name (a path or hub id) flows into trial folder names and logs
+
+
+def check_text_fields(configs: list[TrialConfig]) -> list[str]:
+    """Problems with the names the trials carry (task, body, proxy): control characters (a newline would split
+    a log line or a folder name) or more than `MAX_SPEC` characters; one line each.
+
+    Args:
+        configs: the sweep's trials.
+    """
+    problems = []
+    for field in ("task", "body", "proxy"):
+        for value in dict.fromkeys(str(getattr(c, field)) for c in configs):
+            if len(value) > MAX_SPEC or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                shown = value[:60].encode("unicode_escape").decode()
+                problems.append(
+                    f"{field} {shown!r}{'...' if len(value) > 60 else ''}: names may not hold control characters "
+                    f"(newlines, tabs) or exceed {MAX_SPEC} characters; fix the flag or the script's space"
+                )
+    return problems
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -116,7 +138,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # ---- the sweep's trials ----------------------------------------------------------------------------------------
-def preflight(configs: list[TrialConfig], out=print, loaded: dict | None = None) -> list[str]:
+def preflight(
+    configs: list[TrialConfig], out=print, loaded: dict | None = None, *, dry_run: bool = False
+) -> list[str]:
     """Load or check every task, body and proxy the trials use; raise PreflightError listing every problem.
 
     Args:
@@ -124,13 +148,17 @@ def preflight(configs: list[TrialConfig], out=print, loaded: dict | None = None)
         out: where progress lines go (one per task).
         loaded: filled with the tasks loaded here, by `trainable.task_key`, so the sweep's preloading does not
             load them a second time.
+        dry_run: `--dry-run`: data staged on the cluster (NAS-Bench-360 under `--data-root`) that this machine
+            lacks is listed as "not staged here" instead of failing; the user's own files are still loaded.
 
     Returns:
         One line per task describing what was found (also given to `out`).
     """
     from .tasks import task_info
 
-    problems: list[str] = []
+    problems: list[str] = check_text_fields(configs)
+    if problems:  # such a name would reach file paths and loaders below
+        raise PreflightError(problems)
     lines: list[str] = []
     seen_tasks: set = set()
     seen_models: set = set()
@@ -150,7 +178,7 @@ def preflight(configs: list[TrialConfig], out=print, loaded: dict | None = None)
             except KeyError as e:
                 problems.append(str(e.args[0]))
                 continue
-            line = _check_task(c, info, problems, loaded)
+            line = _check_task(c, info, problems, loaded, dry_run=dry_run)
             if line:
                 lines.append(line)
                 out(line)
@@ -159,10 +187,26 @@ def preflight(configs: list[TrialConfig], out=print, loaded: dict | None = None)
     return lines
 
 
-def _check_task(c: TrialConfig, info, problems: list[str], loaded: dict | None = None) -> str | None:
+def _check_task(
+    c: TrialConfig, info, problems: list[str], loaded: dict | None = None, *, dry_run: bool = False
+) -> str | None:
     from .tasks import TaskDataError
     from .trainable import load_trial_task, task_key
 
+    # a dry run often happens on a laptop before the cluster has the data
+    if dry_run and str(c.task).startswith("openml:"):
+        from .tasks.tabular import openml
+
+        folder = openml.staged_dir(openml.parse_id(c.task), c.data_root)
+        if not (folder / openml.META_FILE).is_file():
+            return f"{c.task}: not staged here (OpenML table under {folder}; the run loads it on the cluster)"
+    if info.needs_data_root and dry_run:
+        found: list[str] = []
+        line = _check_task(c, info, found) if c.data_root else None
+        return line or (
+            f"{c.task}: not staged here (NAS-Bench-360 files under --data-root "
+            f"{c.data_root or 'DIR'} on the cluster's nodes; the run checks them before Ray starts)"
+        )
     if info.needs_data_root:
         if not c.data_root:
             problems.append(

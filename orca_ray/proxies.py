@@ -36,7 +36,7 @@ from .augment import CropFlip
 from .bodies import Body, body_modality
 from .io import build_once, cache_root, content_fingerprint, quarantine
 from .recipes import default_proxy
-from .untrusted import UnsafePickleError, load_pickle
+from .untrusted import UnsafePickleError, load_npy, load_pickle
 
 IMAGE_PROXIES = ("cifar10", "mnist", "digits", "fake-images")
 TEXT_PROXIES = ("conll", "wnut16", "fake-text")
@@ -483,7 +483,7 @@ def _conll_class_count(data_root) -> int:
     if found is None:
         return CONLL_CLASSES
     try:
-        return len(np.unique(np.load(found[1], allow_pickle=False)[:5000]))
+        return len(np.unique(load_npy(found[1], allow_object=False)[:5000]))
     except ValueError as e:
         raise ProxyDataError(f"CoNLL proxy: {found[1]} is not a plain .npy array ({e})") from e
 
@@ -502,8 +502,8 @@ def _conll_features(body: Body, size: int, data_root) -> tuple[torch.Tensor, tor
         )
     xs, ys = found
     try:
-        x = np.load(xs, mmap_mode="r", allow_pickle=False)[:size]
-        y = np.load(ys, allow_pickle=False)[:size]
+        x = load_npy(xs, mmap_mode="r", allow_object=False)[:size]  # headers checked against the file size
+        y = load_npy(ys, allow_object=False)[:size]
     except ValueError as e:
         raise ProxyDataError(f"CoNLL proxy: {xs} or {ys} is not a plain .npy array ({e})") from e
     x = np.asarray(x, dtype=np.float32)

@@ -140,18 +140,21 @@ def test_a_staged_file_that_differs_from_its_manifest_is_never_loaded(tmp_path, 
 
 # ---- a sweep's restore state ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_planted_restore_state_is_refused_and_never_run(ray_local, tmp_path):
-    """Tune unpickles tuner.pkl, the experiment/searcher state and trials' error.pkl on resume: a file the head
-    did not write is refused, naming it, before Tune reads anything; the head's own files resume as before."""
+def test_planted_restore_state_is_never_what_tune_reads(ray_local, tmp_path, monkeypatch):
+    """Tune unpickles tuner.pkl, the experiment/searcher state and trials' error.pkl on resume. The resume reads
+    the head's private verified copy: files planted in the storage -- before the resume, or between any check
+    and Tune's own read (the check-then-use race) -- never run; without the head's copy it refuses, one line."""
     import ray.cloudpickle as cloudpickle
     from ray import tune
 
+    from orca_ray import untrusted
     from orca_ray.sweep import SweepSpec
     from orca_ray.sweep.cli import main
     from orca_ray.sweep.runner import run_sweep
     from orca_ray.trainable import align_then_refine
     from orca_ray.untrusted import UntrustedStateError
 
+    monkeypatch.setenv(untrusted.LEDGER_ENV, str(tmp_path / "head-state"))
     grid = {
         "task": "synthetic-satellite",
         "body": "tiny-text",
@@ -180,30 +183,33 @@ def test_planted_restore_state_is_refused_and_never_run(ray_local, tmp_path):
         )
         .encode(),
         exp / "basic-variant-state-9999-12-31_23-59-59.json": cloudpickle.dumps(Payload(canary)),
+        exp / "experiment_state-9999-12-31_23-59-59.json": payload,
         trial / "error.pkl": cloudpickle.dumps(Payload(canary)),
     }
     for path, planted in plants.items():
-        saved = path.read_bytes() if path.exists() else None
         path.write_bytes(planted)
-        with pytest.raises(UntrustedStateError) as e:
-            run_sweep(spec)
-        msg = str(e.value)
-        assert msg.startswith(f"refusing to restore {exp}: {path} (sha256 "), msg
-        assert "--trust-storage" in msg, msg
-        if path.name == "tuner.pkl":  # the sweep CLI: one line, exit code, no traceback
-            argv = ["--storage", spec.storage, "--name", spec.name, "--no-analysis"]
-            with pytest.raises(SystemExit) as cli:
-                main(default_name="guarded", description="", space=lambda a: grid, argv=argv)
-            assert str(cli.value).startswith(f"error: refusing to restore {exp}: {path}")
-            # without the check, Tune's own restore runs the payload: the check is what stops it
-            path.write_bytes(pickle.dumps(Payload(tmp_path / "ran")))
-            # any error: Tune fails only after the payload ran (it returns an int where Tune wants a dict)
-            with pytest.raises(Exception):  # noqa: B017, PT011 - the canary below is what counts
-                tune.Tuner.restore(str(exp), align_then_refine)
-            assert (tmp_path / "ran").exists()
-        if saved is None:
-            path.unlink()
-        else:
-            path.write_bytes(saved)
-        assert not canary.exists()
+    real_restore = tune.Tuner.restore
+
+    def race(path, *args, **kwargs):  # the storage's tuner.pkl replaced after every check, before Tune reads
+        (exp / "tuner.pkl").write_bytes(payload)
+        return real_restore(path, *args, **kwargs)
+
+    monkeypatch.setattr(tune.Tuner, "restore", race)
     assert len(run_sweep(spec)) == 1  # the head's own state: resumes (nothing left to run)
+    assert not canary.exists()
+    monkeypatch.setattr(tune.Tuner, "restore", real_restore)
+
+    # no copy of the head's (a lost head): refused, one line from the CLI, until --trust-storage
+    untrusted.ledger_path(spec.experiment_path).unlink()
+    with pytest.raises(UntrustedStateError, match="has no record of writing its driver state"):
+        run_sweep(spec)
+    argv = ["--storage", spec.storage, "--name", spec.name, "--no-analysis"]
+    with pytest.raises(SystemExit) as cli:
+        main(default_name="guarded", description="", space=lambda a: grid, argv=argv)
+    assert str(cli.value).startswith(f"error: refusing to restore {exp}: this head has no record")
+    assert not canary.exists()
+    # without the head's copy, Tune's own restore runs the payload: the copy is what stops it
+    (exp / "tuner.pkl").write_bytes(payload)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the canary below is what counts
+        real_restore(str(exp), align_then_refine)
+    assert canary.exists()

@@ -120,7 +120,7 @@ def test_other_numpy_and_library_globals_are_refused(tmp_path):
     # a real numpy function that could load a pickle itself, and a class with side effects on construction
     for obj, name in ((np.load, "numpy.load"), (io.FileIO, "_io.FileIO")):
         with pytest.raises(UnsafePickleError, match=name.replace(".", r"\.")):
-            untrusted.loads_restricted(pickle.dumps(obj), path="x")
+            untrusted.load_pickle(io.BytesIO(pickle.dumps(obj)))
 
 
 def test_codecs_encode_admits_latin1_only():
@@ -129,8 +129,8 @@ def test_codecs_encode_admits_latin1_only():
             return _codecs.encode, (b"x" * 10, "zlib_codec")
 
     with pytest.raises(UnsafePickleError, match="zlib_codec"):
-        untrusted.loads_restricted(pickle.dumps(OtherCodec(), protocol=2))
-    assert untrusted.loads_restricted(pickle.dumps(b"\xff\x00", protocol=2)) == b"\xff\x00"
+        untrusted.load_pickle(io.BytesIO(pickle.dumps(OtherCodec(), protocol=2)))
+    assert untrusted.load_pickle(io.BytesIO(pickle.dumps(b"\xff\x00", protocol=2))) == b"\xff\x00"
 
 
 def test_load_npy_plain_arrays_memory_map_and_object_arrays_are_restricted(tmp_path):
@@ -158,7 +158,7 @@ def test_load_npy_plain_arrays_memory_map_and_object_arrays_are_restricted(tmp_p
 def test_load_npy_rejects_non_npy(tmp_path):
     p = tmp_path / "x.npy"
     p.write_bytes(b"not numpy")
-    with pytest.raises(ValueError, match="magic string is not correct"):
+    with pytest.raises(untrusted.UntrustedDataError, match=r"x\.npy: not a readable \.npy array"):
         untrusted.load_npy(p)
 
 
@@ -197,79 +197,109 @@ def test_driver_state_is_the_files_tune_unpickles(tmp_path):
     assert untrusted.driver_state_digests(str(tmp_path / "absent")) == {}
 
 
-def test_restore_check_accepts_what_the_head_wrote_and_refuses_the_rest(tmp_path, ledgers):
+def restored(exp, **kw):
+    """What Tune reads through the filesystem `restore_filesystem` gives it: every driver-state file."""
+    fs, path = untrusted.restore_filesystem(str(exp), **kw)
+    return {
+        rel: fs.open_input_stream(f"{path}/{rel}").read()
+        for rel in untrusted.driver_state_digests(path, filesystem=fs)
+    }
+
+
+def test_restore_reads_the_heads_private_copy_never_the_storage(tmp_path, ledgers):
     exp = make_experiment(tmp_path)
+    own = {rel: (exp / rel).read_bytes() for rel in untrusted.driver_state_digests(str(exp))}
     untrusted.record_driver_state(str(exp))
-    ledger = untrusted.ledger_path(str(exp))
+    ledger, copy = untrusted.ledger_path(str(exp)), untrusted.private_copy(str(exp))
     assert ledger.parent == ledgers
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
-    assert untrusted.verify_driver_state(str(exp))
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o700
+    assert restored(exp) == own
 
-    # workers' files are not driver state: a new checkpoint or result changes nothing
-    (exp / "trial_a" / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"other weights")
-    (exp / "trial_a" / "result.json").write_text('{"x": 1}\n')
-    untrusted.verify_driver_state(str(exp))
-
+    # anything planted or replaced in the storage -- before or after any check -- is never what Tune reads
     canary = tmp_path / "canary"
     for rel in ("tuner.pkl", "trial_a/error.pkl", "searcher-state-2099.pkl", "trial_b/params.pkl"):
         target = exp / rel
         target.parent.mkdir(exist_ok=True)
-        saved = target.read_bytes() if target.exists() else None
         target.write_bytes(pickle.dumps(Payload(canary)))
-        with pytest.raises(UntrustedStateError) as e:
-            untrusted.verify_driver_state(str(exp))
-        msg = str(e.value)
-        assert f"{exp}/{rel} (sha256 " in msg, msg
-        assert "is not a file this head wrote" in msg, msg
-        assert "--trust-storage" in msg
-        assert "\n" not in msg
-        if saved is None:
-            target.unlink()
-        else:
-            target.write_bytes(saved)
-    untrusted.verify_driver_state(str(exp))
+    fs, path = untrusted.restore_filesystem(str(exp))
+    (exp / "experiment_state-2026.json").write_bytes(pickle.dumps(Payload(canary)))  # after the check
+    got = {
+        rel: fs.open_input_stream(f"{path}/{rel}").read()
+        for rel in untrusted.driver_state_digests(path, filesystem=fs)
+    }
+    assert got == own
+    import pyarrow.fs as pafs
+
+    listed = {i.base_name for i in fs.get_file_info(pafs.FileSelector(path))}
+    assert "searcher-state-2099.pkl" not in listed
+    assert "tuner.pkl" in listed
+    with pytest.raises(FileNotFoundError):
+        fs.open_input_stream(f"{path}/searcher-state-2099.pkl")
+    # checkpoints and results still come from the storage
+    assert fs.open_input_stream(f"{path}/trial_a/result.json").read() == b"{}\n"
     assert not canary.exists()
 
 
-def test_every_version_the_head_wrote_is_accepted(tmp_path, ledgers):
+def test_only_the_current_version_is_restored(tmp_path, ledgers):
     exp = make_experiment(tmp_path)
     untrusted.record_driver_state(str(exp))
     (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": [1]}))
     untrusted.record_driver_state(str(exp), only=["experiment_state-2026.json"])
-    untrusted.verify_driver_state(str(exp))
-    (exp / "experiment_state-2026.json").write_text(json.dumps({"trial_data": []}))  # an older upload
-    untrusted.verify_driver_state(str(exp))
+    (exp / "experiment_state-2026.json").write_text(
+        json.dumps({"trial_data": []})
+    )  # an older version replayed
+    assert restored(exp)["experiment_state-2026.json"] == json.dumps({"trial_data": [1]}).encode()
 
 
-def test_killed_driver_newest_files_are_accepted_from_its_local_staging(tmp_path, ledgers):
+def test_a_tampered_private_copy_is_refused(tmp_path, ledgers):
     exp = make_experiment(tmp_path)
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    untrusted.record_driver_state(str(exp), staging=str(staging))
-    # the driver wrote a new callback state locally, uploaded it and died before recording it
-    (staging / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "newer"}))
-    (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "newer"}))
-    untrusted.verify_driver_state(str(exp))
-    (exp / "callback-states-2026.pkl").write_bytes(pickle.dumps({0: "planted"}))
-    with pytest.raises(UntrustedStateError, match=r"callback-states-2026\.pkl"):
-        untrusted.verify_driver_state(str(exp))
+    untrusted.record_driver_state(str(exp))
+    (untrusted.private_copy(str(exp)) / "tuner.pkl").write_bytes(b"other")
+    with pytest.raises(UntrustedStateError, match=r"tuner\.pkl differs from its ledger"):
+        untrusted.restore_filesystem(str(exp))
 
 
-def test_no_ledger_is_refused_and_the_override_records(tmp_path, ledgers):
+def test_staging_under_a_world_writable_folder_is_secured_before_it_is_read(tmp_path, ledgers):
+    """Ray makes its session folder mode 0777: another user could rename the staging folder and plant files
+    in its place. The recorder sets the sticky bit on such folders of its own, and the ledger no longer trusts
+    the staging folder on resume."""
+    session = tmp_path / "session"
+    staging = session / "artifacts" / "exp" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    os.chmod(session, 0o777)
+    (staging / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
+    exp = make_experiment(tmp_path)
+    untrusted.record_driver_state(str(exp), source=str(staging), staging=str(staging))
+    assert session.stat().st_mode & stat.S_ISVTX
+    (staging / "evil.pkl").symlink_to(tmp_path / "elsewhere.pkl")
+    (tmp_path / "elsewhere.pkl").write_bytes(b"x")
+    with pytest.raises(OSError, match=r"evil\.pkl"):  # a symlink in the staging folder is never followed
+        untrusted.record_driver_state(str(exp), source=str(staging))
+    (staging / "evil.pkl").unlink()
+    # the staging folder no longer vouches for anything at resume: the private copy does
+    (staging / "callback-states-2026.pkl").write_bytes(pickle.dumps(Payload(tmp_path / "canary")))
+    assert restored(exp)["tuner.pkl"] == pickle.dumps({"tuner": 1})
+    assert "callback-states-2026.pkl" not in untrusted.verified_copy(str(exp))
+
+
+def test_no_ledger_is_refused_and_the_override_copies_once(tmp_path, ledgers):
     exp = make_experiment(tmp_path)
     with pytest.raises(UntrustedStateError) as e:
-        untrusted.verify_driver_state(str(exp))
+        untrusted.restore_filesystem(str(exp))
     assert "has no record of writing its driver state" in str(e.value)
     assert "--trust-storage" in str(e.value)
-    untrusted.verify_driver_state(str(exp), trust=True)
-    untrusted.verify_driver_state(str(exp))  # recorded by the override
+    own = (exp / "tuner.pkl").read_bytes()
+    untrusted.restore_filesystem(str(exp), trust=True)
+    (exp / "tuner.pkl").write_bytes(b"later")
+    assert restored(exp)["tuner.pkl"] == own  # recorded by the override, once
 
 
 def test_ledger_of_another_experiment_is_not_used(tmp_path, ledgers):
     a, b = make_experiment(tmp_path / "a"), make_experiment(tmp_path / "b")
     untrusted.record_driver_state(str(a))
     with pytest.raises(UntrustedStateError, match="no record"):
-        untrusted.verify_driver_state(str(b))
+        untrusted.restore_filesystem(str(b))
 
 
 # ---- weights --------------------------------------------------------------------------------------------------
@@ -316,12 +346,11 @@ def test_restore_check_on_an_object_store(tmp_path, ledgers, monkeypatch):
         local = make_experiment(tmp_path)
         pafs.copy_files(str(local), "sweeps/orca/sweep-1", pafs.LocalFileSystem(), fs)
         untrusted.record_driver_state(uri)
-        assert sorted(untrusted.verify_driver_state(uri)) == sorted(
-            untrusted.driver_state_digests(str(local))
-        )
         with fs.open_output_stream("sweeps/orca/sweep-1/trial_a/error.pkl") as f:
             f.write(pickle.dumps(Payload(tmp_path / "canary")))
-        with pytest.raises(UntrustedStateError, match=r"sweep-1/trial_a/error\.pkl \(sha256"):
-            untrusted.verify_driver_state(uri)
+        vfs, path = untrusted.restore_filesystem(uri)
+        assert path == "sweeps/orca/sweep-1"
+        assert vfs.open_input_stream(f"{path}/trial_a/error.pkl").read() == pickle.dumps("err")
+        assert vfs.open_input_stream(f"{path}/trial_a/result.json").read() == b"{}\n"
     finally:
         server.stop()

@@ -214,6 +214,10 @@ def main(
         if record is None and args.throughput:
             return fail(PreflightError([f"--throughput: {path} does not exist. Fix: run benchmarks/gpu.py"]))
         print_plan(spec, configs, throughput=record)
+        try:  # what the real run would refuse, without Ray or weights; cluster-staged data may be absent here
+            preflight(configs, dry_run=True)
+        except PreflightError as e:
+            return fail(e)
         if spec.baselines:
             from ..baselines import RANDOM_BODY, baselines_for
 

@@ -10,6 +10,7 @@ a flat space holding every TrialConfig field, so both reach the trainable and th
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -27,7 +28,7 @@ from ..recipes import hparams_for
 from ..reporter import StudyReporter, use_classic_console
 from ..results.sink import ParquetSink
 from ..tracking import log_sweep_outputs, tracker_callbacks, where_lines
-from ..untrusted import record_driver_state, record_staged_driver_state, verify_driver_state
+from ..untrusted import record_driver_state, record_staged_driver_state, restore_filesystem, secure_folder
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 
 # environment a trial needs on every node (set on the driver → passed through the runtime env)
@@ -175,6 +176,50 @@ def check_storage_reachable(spec: SweepSpec, nodes: list[dict], driver_node_id: 
         )
 
 
+def node_shapes(nodes: list[dict]) -> list[dict]:
+    """The resources of every node the cluster has or may start: the alive nodes, and each node type of the
+    autoscaler's config (when the cluster has one) that may start at least one node.
+
+    Args:
+        nodes: `ray.nodes()`.
+    """
+    shapes = [dict(n.get("Resources", {})) for n in nodes if n.get("Alive")]
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # no GCS access or no autoscaler: the alive nodes are all there is
+        config = None
+    for group in getattr(config, "node_group_configs", None) or ():
+        if getattr(group, "max_count", 1) != 0:
+            shapes.append(dict(group.resources))
+    return shapes
+
+
+def check_resources_providable(spec: SweepSpec, shapes: list[dict]) -> None:
+    """Stop before any trial runs when no node of the cluster (or of the autoscaler's node types) can ever
+    hold one trial: Tune would wait for it forever.
+
+    Args:
+        spec: the sweep (`cpus_per_trial`, `gpus_per_trial`).
+        shapes: `node_shapes(ray.nodes())`.
+
+    Raises:
+        SystemExit: exit code 2, after one line on stderr naming the flags and the biggest node.
+    """
+    need = {"CPU": spec.cpus_per_trial, "GPU": spec.gpus_per_trial}
+    if any(all(s.get(k, 0) >= v for k, v in need.items() if v > 0) for s in shapes):
+        return
+    biggest = max(shapes, key=lambda s: (s.get("GPU", 0), s.get("CPU", 0)), default={})
+    print(
+        f"error: a trial needs {need['CPU']:g} CPU and {need['GPU']:g} GPU (--cpus-per-trial, --gpus-per-trial), "
+        f"but no node of this Ray cluster can ever provide that (the biggest has {biggest.get('CPU', 0):g} CPU, "
+        f"{biggest.get('GPU', 0):g} GPU); lower the flags or add such nodes",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
 def build_tuner(
     spec: SweepSpec,
     tasks: dict | None = None,
@@ -205,8 +250,9 @@ def build_tuner(
         )
     )
     if tune.Tuner.can_restore(spec.experiment_path):
-        # Tune unpickles what it restores: only files this head wrote (or --trust-storage)
-        verify_driver_state(spec.experiment_path, trust=spec.trust_storage)
+        # Tune unpickles what it restores: it reads the driver state from the head's verified private copy,
+        # never the storage's (or, with --trust-storage and no copy, the storage's, copied once)
+        fs, path = restore_filesystem(spec.experiment_path, trust=spec.trust_storage)
         if spec.trust_storage:
             print(f"warning: --trust-storage: restoring {spec.experiment_path} unchecked", flush=True)
         print(
@@ -217,7 +263,7 @@ def build_tuner(
         # the trials (and their configs) come from the saved experiment; the trainable is re-specified so
         # preloaded tasks go through the object store again
         restored = tune.Tuner.restore(
-            spec.experiment_path, trainable, resume_unfinished=True, resume_errored=True
+            path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
         )
         return restored, True
     search_alg, scheduler = None, None
@@ -288,6 +334,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, loaded: dict | Non
     dashboard, local, session_dir = connect(
         address, deterministic_env() if _deterministic(spec) else None, sweep=spec.name
     )
+    if session_dir and os.path.isdir(
+        session_dir
+    ):  # Tune stages driver state under it: others may not rename it
+        secure_folder(session_dir)
+    check_resources_providable(spec, node_shapes(ray.nodes()))  # else Tune waits for them forever
     if not local:
         check_storage_reachable(spec, ray.nodes(), ray.get_runtime_context().get_node_id())
     tasks = _preload(spec, loaded) if spec.preload_tasks else {}

@@ -11,11 +11,11 @@ computed after de-normalising).
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..untrusted import UntrustedDataError, npz_shape, read_npz
 from . import register_task
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation
 from .labels import LabelCoding, is_class_labels
@@ -42,21 +42,10 @@ def load_npz_task(
         kind: "classification", "multilabel" or "regression" to override the inference.
     """
     p = _existing(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {}
-            for k in z.files:
-                try:
-                    arrays[k] = z[k]
-                except ValueError as e:
-                    if "allow_pickle" not in str(e):
-                        raise
-                    raise TaskDataError(
-                        f"{p}: field {k} is a Python-object array, which would need pickle to load. Fix: save "
-                        f"it as numbers or fixed-width strings (np.asarray(labels, dtype=str))"
-                    ) from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from e
+    try:  # headers checked (plain dtypes, declared sizes, one name each) before any array is read
+        arrays = read_npz(p)
+    except UntrustedDataError as e:
+        raise TaskDataError(str(e)) from None
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise TaskDataError(
@@ -68,6 +57,13 @@ def load_npz_task(
 
     def x_of(key):
         x = arrays[key]
+        if x.dtype.kind not in "biuf":
+            raise TaskDataError(
+                f"{p}: field {key}: dtype {x.dtype}; inputs must be real numbers. Fix: store them as floats"
+                + (" (e.g. magnitude and phase as two channels)" if x.dtype.kind == "c" else "")
+            )
+        if len(x) == 0:
+            raise TaskDataError(f"{p}: field {key} has no samples (shape {x.shape}); every split needs some")
         if x.ndim == 2:
             x = x[:, None, :]
         if x.ndim not in (3, 4):
@@ -76,6 +72,10 @@ def load_npz_task(
             )
         if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
             x = x.transpose(0, 3, 1, 2)  # channels-last images (N, H, W, C), as PIL and TensorFlow store them
+        if 0 in x.shape:
+            raise TaskDataError(
+                f"{p}: field {key} has an empty axis (shape {x.shape}); every sample needs values"
+            )
         return x.astype(np.float32, copy=False)
 
     splits = {s: (x_of(f"x_{s}"), arrays[f"y_{s}"]) for s in ("train", "val", "test") if f"x_{s}" in arrays}
@@ -146,16 +146,9 @@ def npz_modality(path: str | Path) -> str:
     """
     p = _existing(path)
     try:
-        with zipfile.ZipFile(p) as zf, zf.open("x_train.npy") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            )
-            shape = read_header(f)[0]
-    except KeyError:
-        raise TaskDataError(f"{p}: missing field x_train") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise TaskDataError(f"{p}: not a readable .npz file ({e}). Write it with numpy.savez") from None
+        shape = npz_shape(p, "x_train")
+    except UntrustedDataError as e:
+        raise TaskDataError(str(e)) from None
     return "2d" if len(shape) == 4 else "1d"
 
 

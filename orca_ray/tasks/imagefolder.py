@@ -5,7 +5,9 @@
     DIR/val/<class>/...        optional; else validation is carved from train with the seed
 
 Class names are the folder names of `train/` (ordered numerically when they are all numbers, else as text);
-a class folder under test/ or val/ that train/ lacks is an error. Images are read with PIL (no pickles): all
+a class folder under test/ or val/ that train/ lacks is an error. Images are read with PIL (no pickles), as
+PNG, JPEG, BMP, GIF, TIFF or WebP judged by content (any other format is refused, whatever the file's suffix),
+and an image declaring more than `MAX_PIXELS` is refused before it is decoded. All
 greyscale → 1 channel, else RGB (alpha dropped). Images of different sizes are resized (bilinear) to the most
 common training size; any side above `max_side` is scaled down, keeping the aspect ratio. Pixels are scaled to
 [0, 1] and standardised per channel with training statistics.
@@ -23,7 +25,13 @@ from .base import Split, Task, TaskDataError, carve_validation
 from .labels import LabelCoding
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# what PIL may open, judged by content: a PostScript or PPM file named .png is refused, never handed to
+# another decoder (PIL's EPS plugin runs Ghostscript)
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 MAX_SIDE = 224  # the 2D bodies' input size; larger images are scaled down on load
+# an image declaring more pixels than this (a 64 MP photo) is refused before it is decoded: a few kilobytes of
+# PNG can declare gigabytes of pixels
+MAX_PIXELS = 64_000_000
 
 
 def list_images(folder: Path, split: str) -> list[tuple[Path, str]]:
@@ -65,14 +73,38 @@ def list_images(folder: Path, split: str) -> list[tuple[Path, str]]:
 
 
 def _open(path: Path, decode: bool = True):
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(path)
-        if decode:
-            img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise TaskDataError(f"{path}: not a readable image ({e}); delete or replace it") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=PIL_FORMATS)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                img.close()
+                raise TaskDataError(
+                    f"{path}: declares {w}x{h} pixels, more than {MAX_PIXELS:,}; refusing to decode it "
+                    f"(a decompression bomb, or a photo to scale down before use)"
+                )
+            if decode:
+                img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise TaskDataError(
+            f"{path}: declares more pixels than PIL decodes safely ({e}); refusing it (a decompression bomb?)"
+        ) from None
+    except UnidentifiedImageError:
+        raise TaskDataError(
+            f"{path}: not a readable image (its content is none of {', '.join(PIL_FORMATS).lower()}); "
+            "delete or replace it"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        if isinstance(e, TaskDataError):
+            raise
+        raise TaskDataError(
+            f"{path}: not a readable image ({' '.join(str(e).split())[:200]}); delete or replace it"
+        ) from None
     return img
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..untrusted.arrays import LIMIT_ENV, memory_limit
 from . import register_task
 from .base import Split, Task, TaskDataError, UnitGaussianNormalizer, carve_validation
 from .labels import LabelCoding, is_class_labels
@@ -135,7 +136,13 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray, list[str] | None,
             dims = line.split(":")
             if has_label:
                 labels.append(dims.pop().strip())
-            series.append(_stack_dims([_floats(d.split(","), path, lineno) for d in dims]))
+            values = [_floats(d.split(","), path, lineno) for d in dims]
+            if len(values) * max(len(v) for v in values) > 4 * len(line) + 64:  # NaN padding without bound
+                raise TaskDataError(
+                    f"{path}: line {lineno}: {len(values)} dimensions of very different lengths (up to "
+                    f"{max(len(v) for v in values)} values); give every dimension of a series about the same length"
+                )
+            series.append(_stack_dims(values))
     if not in_data:
         raise TaskDataError(f"{path}: no @data line; not a .ts file")
     if not series:
@@ -260,6 +267,14 @@ def load_ucr_task(path: str, data_root=None, seed: int = 0, val_fraction: float 
             f"{test_file}: {s_te[0].shape[0]} dimension(s) per series, but {train_file.name} has {s_tr[0].shape[0]}"
         )
     length = max(_lengths(s_tr), _lengths(s_te))
+    # every series is resampled to the longest: one long line among many short ones would allocate N x L
+    need = (len(s_tr) + len(s_te)) * s_tr[0].shape[0] * length * 4
+    if need > memory_limit():
+        raise TaskDataError(
+            f"{train_file}: {len(s_tr) + len(s_te)} series resampled to the longest ({length} values) need "
+            f"{need / 1e9:.1f} GB, more than this machine allows ({memory_limit() / 1e9:.1f} GB, "
+            f"${LIMIT_ENV}). Fix: trim the long series or split the data set"
+        )
     x_tr, rs_tr, fill_tr = to_equal_length(s_tr, length, train_file)
     x_te, rs_te, fill_te = to_equal_length(s_te, length, test_file)
     # per-channel standardisation with training statistics only (as the bundled UCR sets)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...untrusted import UnsafePickleError, load_pickle
+from ...untrusted import UnsafePickleError, load_npy, load_pickle
 from ..base import TaskDataError
 from .manifest import verify_staged
 
@@ -199,8 +199,8 @@ def _field(d, key: str, path: Path, task: str):
 
 
 def _load_npy(path: Path, task: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)  # plain arrays (ORCA's allow_pickle=True is not needed)
+    try:  # plain arrays, header checked (ORCA's allow_pickle=True is not needed)
+        return load_npy(path, allow_object=False)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, TypeError) as e:
         raise _bad_file(
             path, f"not a readable .npy file ({type(e).__name__}: {e})", _redownload(path, task)

@@ -24,7 +24,14 @@ import numpy as np
 
 from ... import io
 from .files import NB360_TASKS, TASK_FILES
-from .manifest import MANIFEST, StageError, read_manifest_local, verify_staged  # noqa: F401 (staging's API)
+from .manifest import (  # noqa: F401 (staging's API)
+    MANIFEST,
+    StageError,
+    parse_manifest,
+    read_manifest_local,
+    remember_staged,
+    verify_staged,
+)
 
 MANIFEST_FORMAT = "orca_ray nb360 manifest v1"
 
@@ -220,8 +227,15 @@ def _read_manifest(fs, base: str) -> dict:
     path = f"{base}/{MANIFEST}"
     if fs.get_file_info(path).type != pafs.FileType.File:
         return {}
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read().decode())
+    try:
+        with fs.open_input_stream(path) as f:
+            doc = json.loads(f.read().decode())
+    except (OSError, ValueError, RecursionError) as e:
+        raise StageError(
+            f"{path}: unreadable manifest ({' '.join(str(e).split())[:200]}); stage again"
+        ) from None
+    parse_manifest(doc, path)
+    return doc
 
 
 def _sync(
@@ -325,6 +339,22 @@ def stage(
     return {"dest": dest, "copied": copied, "skipped": skipped, "manifest": doc}
 
 
+def _inside(root: Path, rel: str, where: str) -> Path:
+    """ROOT/rel, refused unless it stays inside ROOT with no symlink on the way (checked on the disk as it is)."""
+    path = root / rel
+    for p in [*reversed(path.relative_to(root).parents), Path(rel)]:
+        if p == Path("."):
+            continue
+        if (root / p).is_symlink():
+            raise StageError(
+                f"{where}: {rel!r} goes through the symlink {root / p}; refusing to copy through it. "
+                "Fix: remove the symlink"
+            )
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise StageError(f"{where}: {rel!r} resolves outside {root}; refusing to write there")
+    return path
+
+
 def fetch(
     src: str, dest: str | Path, tasks=None, *, filesystem=None, log: Callable[[str], None] = print
 ) -> dict:
@@ -347,11 +377,18 @@ def fetch(
     entries = {rel: e for rel, e in manifest["files"].items() if e.get("task") in wanted}
     dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
+    for (
+        rel
+    ) in entries:  # every write must land inside DEST, through no symlink (a .pth in site-packages runs)
+        _inside(dest, rel, f"{src.rstrip('/')}/{MANIFEST}")
+        if isinstance(src_fs, pafs.LocalFileSystem):
+            _inside(Path(base), rel, f"{src.rstrip('/')}/{MANIFEST}")
     local = read_manifest_local(dest)
     copied, skipped = _sync(
         entries, src_fs, base, pafs.LocalFileSystem(), str(dest), local, log, verify_after=True
     )
     doc = dict(manifest, files=dict(sorted({**local, **entries}.items())))
     io.write_bytes(pafs.LocalFileSystem(), str(dest / MANIFEST), json.dumps(doc, indent=1).encode())
+    remember_staged(dest)
     log(f"fetched {len(copied)} file(s), skipped {len(skipped)} into {dest}")
     return {"dest": str(dest), "copied": copied, "skipped": skipped}
