@@ -165,7 +165,7 @@ def preflight(
     for c in configs:  # bodies and proxies first: a typo there costs no data loading
         if (c.body, c.proxy, c.preset) not in seen_models:
             seen_models.add((c.body, c.proxy, c.preset))
-            _check_body_and_proxy(c, problems)
+            _check_body_and_proxy(c, problems, out if dry_run else None)
     _check_body_takes_task(configs, problems)
     with _notes_to(out):
         for c in configs:
@@ -249,13 +249,17 @@ def describe(task) -> str:
     return line
 
 
-def _check_body_and_proxy(c: TrialConfig, problems: list[str]) -> None:
+def _check_body_and_proxy(c: TrialConfig, problems: list[str], dry_run_out=None) -> None:
     from .bodies import BodyNotFoundError, check_body
     from .proxies import resolve_proxy
 
     try:
         check_body(c.body)
     except (BodyNotFoundError, OSError, ValueError) as e:
+        if dry_run_out is not None and "not in the local Hugging Face cache" in str(e):
+            # a dry run on a laptop: the cluster's nodes hold the weights the real run loads
+            dry_run_out(f"body {c.body!r}: not cached here (the run loads it where the trials run)")
+            return
         problems.append(f"body {c.body!r}: {e}" if c.body not in str(e) else str(e))
         return
     try:
