@@ -1,6 +1,8 @@
-"""Stage 1 of ORCA: task-specific embedder and predictor around a pretrained body, and freeze masks.
+"""Stage 1 of ORCA: predictors, the model (embedder → body → predictor) and freeze masks. The embedder kinds
+live in `orca_ray.embedders`.
 
-    model = build_model(task, load_body("minilm"), aligned=True)
+    model = build_model(task, load_body("minilm"), aligned=True)                     # ORCA's embedder
+    model = build_model(task, load_body("minilm"), aligned=True, embedder="linear")  # any registered kind
     apply_freeze(model, frozen={"body"})      # embedder + predictor train, the body stays bit-identical
 
 Knows nothing of Ray. Shapes: 1D input (B, C, L) → tokens (B, L/s, D); 2D input (B, C, H, W) → resized to
@@ -16,171 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bodies import Body, EmbeddingInit
+from .bodies import Body
+from .embedders import DEFAULT_EMBEDDER, build_embedder
 
 PARTS = ("embedder", "body", "predictor")
 # how a point predictor reads the body's tokens: ORCA's mean over tokens, or the last token (causal bodies: the
 # only token that has seen the whole input)
 POOLS = ("mean", "last")
-
-
-def stride_for(length: int, target_seq_len: int) -> int:
-    """ORCA's 1D stride: the smallest divisor s of `length` with length / s <= target_seq_len.
-    (Satellite 46 → 1 at 64; DeepSEA 1000 → 2 at 512; ECG 1000 → 20 at 64.)
-
-    Args:
-        length: the input's length L.
-        target_seq_len: the most tokens the embedder may make.
-    """
-    if length < 1 or target_seq_len < 1:
-        raise ValueError(f"length and target_seq_len must be positive, got {length}, {target_seq_len}")
-    return next(s for s in range(1, length + 1) if length % s == 0 and length // s <= target_seq_len)
-
-
-def _init_norm(norm: nn.LayerNorm, init: EmbeddingInit, aligned: bool) -> None:
-    if aligned:
-        norm.weight.copy_(init.norm_weight)
-        norm.bias.copy_(init.norm_bias)
-    else:
-        nn.init.ones_(norm.weight)
-        nn.init.zeros_(norm.bias)
-
-
-def _xavier_conv_(conv: nn.Module) -> None:
-    # ORCA's conv_init: Xavier-uniform with gain √2, zero bias
-    nn.init.xavier_uniform_(conv.weight, gain=math.sqrt(2.0))
-    nn.init.zeros_(conv.bias)
-
-
-class Embedder1D(nn.Module):
-    """Conv1d(C, D, kernel=s, stride=s) → tokens → LayerNorm(D) → + learned positions.
-
-    Args:
-        in_channels: C.
-        length: the input's length L.
-        embed_dim: D, the body's token width.
-        target_seq_len: the most tokens; s = `stride_for(length, target_seq_len)`.
-    """
-
-    def __init__(self, in_channels: int, length: int, embed_dim: int, target_seq_len: int):
-        super().__init__()
-        self.stride = stride_for(length, target_seq_len)
-        self.num_tokens = length // self.stride
-        self.projection = nn.Conv1d(in_channels, embed_dim, kernel_size=self.stride, stride=self.stride)
-        self.norm = nn.LayerNorm(embed_dim)
-        self.positions = nn.Parameter(torch.zeros(self.num_tokens, embed_dim))
-        _xavier_conv_(self.projection)
-        nn.init.normal_(self.positions, std=0.02)
-
-    def init_from_body(self, init: EmbeddingInit, aligned: bool) -> None:
-        """ORCA's embedder_init (src/utils.py) for a 1D embedder: positions from the body's own table either way;
-        LayerNorm from the body when the embedder will be aligned (> 0 embedder epochs), else weight 1 / bias 0.
-        The conv keeps its Xavier init in both cases (ORCA's fresh init touches Conv2d/Linear only).
-
-        Args:
-            init: the body's embedding weights.
-            aligned: whether the embedder is trained by the align stage before fine-tuning.
-        """
-        with torch.no_grad():
-            _init_norm(self.norm, init, aligned)
-            if init.positions is not None:
-                if len(init.positions) < self.num_tokens:
-                    raise ValueError(
-                        f"the body has {len(init.positions)} positions but the embedder makes "
-                        f"{self.num_tokens} tokens; lower target_seq_len"
-                    )
-                self.positions.copy_(init.positions[: self.num_tokens])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Tokens (B, L/s, D) and the token grid (L/s,).
-
-        Args:
-            x: inputs (B, C, L).
-        """
-        tokens = self.norm(self.projection(x).transpose(1, 2))
-        return tokens + self.positions, (self.num_tokens,)
-
-
-class Embedder2D(nn.Module):
-    """Resize to the body's image size → Conv2d(C, D, k=p, s=p) → tokens → LayerNorm(D)
-    (→ + learned positions for bodies without their own 2D position bias, i.e. text bodies).
-
-    Args:
-        in_channels: C.
-        embed_dim: D, the body's token width.
-        image_size: the side the input is resized to.
-        patch_size: p, the conv's kernel and stride.
-        learned_positions: add a learned position table (text bodies).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        embed_dim: int,
-        image_size: int,
-        patch_size: int,
-        learned_positions: bool = False,
-    ):
-        super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-        self.image_size, self.patch_size = image_size, patch_size
-        self.grid = (image_size // patch_size, image_size // patch_size)
-        self.projection = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim)
-        self.positions = (
-            nn.Parameter(torch.zeros(self.grid[0] * self.grid[1], embed_dim)) if learned_positions else None
-        )
-        _xavier_conv_(self.projection)
-        if self.positions is not None:
-            nn.init.normal_(self.positions, std=0.02)
-
-    def init_from_body(self, init: EmbeddingInit, aligned: bool) -> None:
-        """ORCA's embedder_init (src/utils.py) for a 2D embedder. Aligned (> 0 embedder epochs): the body's patch
-        conv tiled over our input channels (channel c takes the body's channel c mod 3, no rescaling) and its
-        bias, LayerNorm from the body. Not aligned: the conv trunc-normal(std 0.02) with zero bias, LayerNorm
-        weight 1 / bias 0. Learned positions (text bodies only) come from the body either way.
-
-        Args:
-            init: the body's embedding weights.
-            aligned: whether the embedder is trained by the align stage before fine-tuning.
-        """
-        with torch.no_grad():
-            _init_norm(self.norm, init, aligned)
-            conv = self.projection
-            w = init.patch_weight
-            if not aligned:
-                nn.init.trunc_normal_(conv.weight, std=0.02)
-                nn.init.zeros_(conv.bias)
-            elif (
-                w is not None
-                and w.shape[0] == conv.out_channels
-                and w.shape[-2] >= conv.kernel_size[0]
-                and w.shape[-1] >= conv.kernel_size[1]
-            ):
-                c = conv.in_channels
-                tiled = torch.cat([w] * (c // w.shape[1] + 1), dim=1)
-                conv.weight.copy_(tiled[:, :c, : conv.kernel_size[0], : conv.kernel_size[1]])
-                conv.bias.copy_(init.patch_bias)
-            if self.positions is not None and init.positions is not None:
-                n = len(self.positions)
-                if len(init.positions) >= n:
-                    self.positions.copy_(init.positions[:n])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Tokens (B, (S/p)², D) and the token grid (S/p, S/p), S = `image_size`.
-
-        Args:
-            x: inputs (B, C, H, W), resized to S x S when they differ.
-        """
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-            )
-        tokens = self.norm(self.projection(x).flatten(2).transpose(1, 2))
-        if self.positions is not None:
-            tokens = tokens + self.positions
-        return tokens, self.grid
 
 
 class PointPredictor(nn.Module):
@@ -297,7 +141,7 @@ class ORCAModel(nn.Module):
     """embedder → body (its own embedding layer bypassed) → predictor.
 
     Args:
-        embedder: `Embedder1D` or `Embedder2D` (`build_embedder`).
+        embedder: an embedder of any kind (`embedders.build_embedder`).
         body: the pretrained body.
         predictor: the head (`build_predictor`).
     """
@@ -327,46 +171,6 @@ class ORCAModel(nn.Module):
         return getattr(self, name)
 
 
-def build_embedder(task, body: Body, *, aligned: bool, target_seq_len: int | None = None) -> nn.Module:
-    """The embedder for a task's input shape and a body, initialised as ORCA does (see `init_from_body`).
-    1D tasks need a sequence body (text); 2D tasks take either: a Swin body sees a (S/4)² patch grid at its own
-    image size, a text body sees a patch grid sized so the tokens fit its positions (`target_seq_len`, default 64).
-
-    Args:
-        task: anything with modality, input_shape (a Task).
-        body: the body the embedder feeds.
-        aligned: True when the embedder will be aligned (> 0 embedder epochs): ORCA then starts it from the
-            body's embedding; False gives ORCA's fresh init.
-        target_seq_len: 1D token budget (ORCA's target_seq_len); default 64.
-    """
-    if task.modality == "1d":
-        if body.modality != "1d":
-            raise ValueError(
-                f"1D task {task.name!r} needs a sequence (text) body, got the image body {body.name!r}; "
-                "use e.g. --body minilm or roberta-base"
-            )
-        c, length = task.input_shape
-        limit = target_seq_len or 64
-        if body.max_tokens is not None and limit > body.max_tokens:
-            raise ValueError(
-                f"target_seq_len {limit} exceeds the {body.max_tokens} positions of body {body.name!r}"
-            )
-        emb = Embedder1D(c, length, body.embed_dim, limit)
-    else:
-        c, h, w = task.input_shape
-        if body.modality == "2d":
-            emb = Embedder2D(c, body.embed_dim, body.image_size, body.patch_size)
-        else:
-            limit = min(target_seq_len or 64, body.max_tokens or 64)
-            # patches of at least 2×2 pixels: a one-pixel token is a single scalar, which LayerNorm reduces
-            # to its sign, drowned by the position embedding
-            patch = max(2, math.ceil(max(h, w) / max(1, math.isqrt(limit))))
-            side = math.ceil(max(h, w) / patch)  # tokens per side
-            emb = Embedder2D(c, body.embed_dim, patch * side, patch, learned_positions=True)
-    emb.init_from_body(body.embedding_init, aligned)
-    return emb
-
-
 def build_predictor(task, body: Body, embedder: nn.Module, pool: str = "mean") -> nn.Module:
     """Pool + Linear for point tasks; ORCA's Swin decoder for dense tasks on a Swin body; otherwise a
     per-token linear head shuffled back to the input grid.
@@ -374,7 +178,7 @@ def build_predictor(task, body: Body, embedder: nn.Module, pool: str = "mean") -
     Args:
         task: the target task (kind, num_outputs, output_shape).
         body: the body the predictor reads.
-        embedder: the task's embedder (its stride or patch size sets the dense head's upscale).
+        embedder: the task's embedder (its patching's stride or patch size sets the dense head's upscale).
         pool: point tasks: "mean" over tokens (ORCA) or the "last" token.
     """
     if not task.dense:
@@ -388,8 +192,7 @@ def build_predictor(task, body: Body, embedder: nn.Module, pool: str = "mean") -
         return SwinDenseDecoder(
             body.out_dim, task.num_outputs, task.output_shape, body.decoder_stride, body.image_channels
         )
-    stride = embedder.stride if isinstance(embedder, Embedder1D) else embedder.patch_size
-    return DensePredictor(body.out_dim, task.num_outputs, task.output_shape, stride)
+    return DensePredictor(body.out_dim, task.num_outputs, task.output_shape, embedder.patching.patch)
 
 
 def build_model(
@@ -400,6 +203,7 @@ def build_model(
     target_seq_len: int | None = None,
     seed: int | None = None,
     pool: str = "mean",
+    embedder: str = DEFAULT_EMBEDDER,
 ) -> ORCAModel:
     """Embedder + predictor for `task` around `body`.
 
@@ -410,6 +214,7 @@ def build_model(
         target_seq_len: 1D token budget.
         seed: makes the fresh layers' init reproducible.
         pool: how a point predictor pools the body's tokens (POOLS).
+        embedder: the embedder kind (`embedders.EMBEDDERS`).
     """
     if task.modality == "2d" and not body.takes_2d_tasks:
         raise ValueError(
@@ -418,7 +223,7 @@ def build_model(
         )
     if seed is not None:
         torch.manual_seed(seed)
-    embedder = build_embedder(task, body, aligned=aligned, target_seq_len=target_seq_len)
+    embedder = build_embedder(task, body, aligned=aligned, target_seq_len=target_seq_len, kind=embedder)
     return ORCAModel(embedder, body, build_predictor(task, body, embedder, pool))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from orca_ray.align import Aligner, AlignHParams, EmbedderSnapshots, align_labels
 from orca_ray.bodies import load_body
-from orca_ray.model import build_embedder
+from orca_ray.embedders import build_embedder
 from orca_ray.proxies import proxy_features
 from orca_ray.tasks import load_task
 

@@ -8,7 +8,7 @@ import torch
 
 from orca_ray.align import Aligner, AlignHParams, EmbedderSnapshots
 from orca_ray.bodies import load_body
-from orca_ray.model import build_embedder
+from orca_ray.embedders import build_embedder
 from orca_ray.proxies import proxy_features
 
 HP = AlignHParams(optimizer="adamw", lr=1e-3, batch_per_class=16)

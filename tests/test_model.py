@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from orca_ray.bodies import load_body
+from orca_ray.embedders import Embedder1D, Embedder2D, build_embedder, stride_for
 from orca_ray.model import (
     DensePredictor,
-    Embedder1D,
-    Embedder2D,
     apply_freeze,
-    build_embedder,
     build_model,
     parse_freeze,
-    stride_for,
     trainable_parameters,
 )
 from orca_ray.tasks import load_task

@@ -160,7 +160,7 @@ def _build_model(task_ns, body, aligned: bool, target_seq_len):
 
 
 def _build_embedder(task_ns, body, aligned: bool, target_seq_len):
-    from .. import model as M
+    from .. import embedders as M
 
     kwargs = {"target_seq_len": target_seq_len}
     if "aligned" in inspect.signature(M.build_embedder).parameters:
