@@ -56,14 +56,23 @@ _ALPHA_GRID = (0.1, 1.0, 10.0, 100.0)
 def random_body_config(cfg: TrialConfig) -> TrialConfig:
     """The random-init-body baseline of a trial: same task, data, seed and fine-tuning, body
     `random:<body>` (a Pythia checkpoint's `@stepN` dropped: every step has the same random init), no proxy,
-    0 embedder epochs, nothing frozen.
+    0 embedder epochs, nothing frozen, ORCA's embedder, no LoRA (one baseline per task and seed whatever the
+    trials' embedder kinds and ranks).
 
     Args:
         cfg: any trial of the sweep on that task and seed.
     """
     body = cfg.body if cfg.body.startswith("random:") else "random:" + _STEP_REVISION.sub("", cfg.body)
     return TrialConfig.from_dict(
-        {**cfg.to_dict(), "body": body, "proxy": "none", "embedder_epochs": 0, "freeze": "none"}
+        {
+            **cfg.to_dict(),
+            "body": body,
+            "proxy": "none",
+            "embedder_epochs": 0,
+            "freeze": "none",
+            "embedder": "orca",
+            "lora_rank": 0,
+        }
     )
 
 

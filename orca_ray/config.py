@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .embedders import check_embedder_kind
 from .model import POOLS, freeze_label, parse_freeze
 from .precision import Precision
 from .recipes import PRESETS
@@ -24,7 +25,16 @@ from .tasks.base import PROTOCOLS
 _NOT_HASHED = {"data_root", "cache_dir", "device"}
 # fields added after trials were first hashed: hashed only when set away from this default, so the trials of
 # earlier sweeps keep their hashes (their folders, cached baselines, snapshots and resumes)
-_HASHED_WHEN_SET = {"pool": "mean", "deterministic": False, "precision": "fp32", "tf32": False}
+_HASHED_WHEN_SET = {
+    "pool": "mean",
+    "deterministic": False,
+    "precision": "fp32",
+    "tf32": False,
+    "embedder": "orca",
+    "lora_rank": 0,
+    "lora_alpha": 16.0,
+    "lora_dropout": 0.0,
+}
 # every field the aligned embedder depends on; the align optimiser is derived from the fine-tuning one
 # (ORCA: same optimiser, lr ×10 when lr ≤ 1e-3), so lr / optimizer / weight_decay belong here too
 _ALIGN_FIELDS = (
@@ -46,6 +56,7 @@ _ALIGN_FIELDS = (
     "deterministic",  # other kernels, other last bits: a snapshot from either mode is not the other's
     "precision",  # autocast changes the aligned embedder (hashed only when not fp32, as the next)
     "tf32",
+    "embedder",  # the kind of embedder that is aligned
 )
 # bumped when what an aligned embedder is changes (v2: ORCA's embedder init, StepLR lambda, class weights)
 ALIGN_VERSION = "v2"
@@ -78,6 +89,11 @@ class TrialConfig:
         proxy: proxy data set; "auto": the body's default for the preset; "none": no embedder training.
         embedder_epochs: align epochs before fine-tuning.
         freeze: '+'-joined frozen parts of {embedder, body, predictor}, or "none".
+        embedder: the embedder kind (see `embedders.EMBEDDERS`): "orca" (ORCA's), "linear", "orca-no-norm",
+            "orca-no-pos".
+        lora_rank: 0: off; r >= 1: the body's own weights stay frozen and rank-r LoRA adapters in its
+            attention train with the embedder and predictor (see `lora`). Refused with a frozen body.
+        lora_alpha, lora_dropout: LoRA's alpha (updates scaled by alpha / r) and adapter dropout.
         pool: how the point predictor reads the body's tokens: "mean" (ORCA) or "last" (the last token: the
             only one a causal body lets see the whole input).
         seed: data split, initialisation and batch order.
@@ -105,6 +121,10 @@ class TrialConfig:
     freeze: str = "none"  # '+'-joined frozen parts of {embedder, body, predictor}
     pool: str = "mean"  # "mean" or "last" (see model.POOLS)
     seed: int = 0
+    embedder: str = "orca"
+    lora_rank: int = 0  # 0: off
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
     preset: str = "demo"
     protocol: str = "honest"
     # fine-tuning overrides (None: the task's recipe, see recipes.hparams_for)
@@ -147,6 +167,18 @@ class TrialConfig:
         if self.proxy == "none" and self.embedder_epochs:
             raise ValueError("proxy='none' means no embedder training; set embedder_epochs=0 or name a proxy")
         object.__setattr__(self, "freeze", freeze_label(parse_freeze(self.freeze)))
+        check_embedder_kind(self.embedder)
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0: no LoRA), got {self.lora_rank}")
+        if self.lora_rank and "body" in parse_freeze(self.freeze):
+            raise ValueError(
+                f"lora_rank={self.lora_rank} trains adapters inside the body but freeze={self.freeze!r} "
+                "keeps the body fixed: drop 'body' from the freeze mask or set lora_rank 0"
+            )
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         for name in ("refine_epochs", "batch_size", "accum", "align_batch_per_class", "proxy_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -226,10 +258,13 @@ class TrialConfig:
 
     def short_name(self) -> str:
         """A readable, unique, file-name-safe trial name: task (short form: specs may hold `/`), body, proxy,
-        embedder epochs, freeze, seed and hash prefix."""
+        embedder epochs, freeze, the embedder kind and LoRA rank when not the defaults, seed and hash prefix."""
         from .tasks.specs import task_slug
 
+        kinds = (f"-{self.embedder}" if self.embedder != "orca" else "") + (
+            f"-r{self.lora_rank}" if self.lora_rank else ""
+        )
         return (
             f"{task_slug(self.task)}-{self.body.replace('/', '_').replace(':', '_')}-{self.proxy}-"
-            f"e{self.embedder_epochs}-{self.freeze}-s{self.seed}-{self.config_hash[:8]}"
+            f"e{self.embedder_epochs}-{self.freeze}{kinds}-s{self.seed}-{self.config_hash[:8]}"
         )

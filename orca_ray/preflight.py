@@ -167,6 +167,8 @@ def preflight(
             seen_models.add((c.body, c.proxy, c.preset))
             _check_body_and_proxy(c, problems, out if dry_run else None)
     _check_body_takes_task(configs, problems)
+    if not problems:
+        _check_lora(configs, problems)
     with _notes_to(out):
         for c in configs:
             key = (c.task, c.data_root, c.val_fraction, c.max_train_samples, c.max_eval_samples, c.protocol)
@@ -284,6 +286,32 @@ def _check_body_takes_task(configs: list[TrialConfig], problems: list[str]) -> N
             f"task {task!r} is 2D but body {body!r} ({fam.name} family) takes 1D tasks only; give it 1D tasks or "
             "use a Swin or encoder body"
         )
+
+
+def _check_lora(configs: list[TrialConfig], problems: list[str]) -> None:
+    """Every body a LoRA trial adapts is loaded once: its attention layers must be targetable and the rank at
+    most the narrowest of them."""
+    from .bodies import BodyNotFoundError, load_body
+    from .lora import LoRATargetError, max_lora_rank
+
+    ranks: dict[str, set[int]] = {}
+    for c in configs:
+        if c.lora_rank:
+            ranks.setdefault(c.body, set()).add(c.lora_rank)
+    for body_name, rs in ranks.items():
+        try:
+            limit = max_lora_rank(load_body(body_name))
+        except LoRATargetError as e:
+            problems.append(f"--lora-rank / --ranks: {e}")
+            continue
+        except (BodyNotFoundError, OSError):  # not on this machine (--dry-run lists it): the nodes check it
+            continue
+        too_big = sorted(r for r in rs if r > limit)
+        if too_big:
+            problems.append(
+                f"--lora-rank / --ranks: rank {too_big[0]} exceeds {limit}, the width of the narrowest layer "
+                f"LoRA adapts in body {body_name!r}; use ranks 1..{limit} (a few, e.g. 1 4 16, are usual)"
+            )
 
 
 @contextmanager

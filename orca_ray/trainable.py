@@ -28,8 +28,9 @@ from .align import Aligner, AlignHParams, EmbedderSnapshots
 from .bodies import load_body
 from .config import TrialConfig
 from .io import cache_root
+from .lora import apply_lora, is_lora_parameter
 from .machine import machine_fingerprint, set_deterministic
-from .model import apply_freeze, build_model
+from .model import ORCAModel, apply_freeze, build_model, trainable_parameters
 from .proxies import proxy_features, resolve_proxy
 from .recipes import hparams_for, recipe_for
 from .refine import RefineHParams, Refiner, pick_device
@@ -136,8 +137,27 @@ class TrialRun:
         # ORCA initialises an embedder that will be aligned from the body, an unaligned one afresh
         self.aligned = self.proxy != "none" and cfg.embedder_epochs > 0
         self.model = build_model(
-            self.task, self.body, aligned=self.aligned, target_seq_len=seq_len, seed=cfg.seed, pool=cfg.pool
+            self.task,
+            self.body,
+            aligned=self.aligned,
+            target_seq_len=seq_len,
+            seed=cfg.seed,
+            pool=cfg.pool,
+            embedder=cfg.embedder,
         )
+        if cfg.lora_rank:
+            # adapters start at zero (LoRA's B), so the body computes what it did until refine trains them
+            apply_lora(
+                self.model.body,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                seed=cfg.seed,
+            )
+        set_refine_grads(self.model, cfg.frozen_parts, lora=bool(cfg.lora_rank))
+        trainable_params = sum(p.numel() for p in trainable_parameters(self.model))
+        for p in self.model.embedder.parameters():
+            p.requires_grad_(True)  # the align stage trains the embedder whatever the freeze mask
         self.hp = refine_hparams(cfg, self.task)
         self.constants = {
             "config_hash": cfg.config_hash,
@@ -147,6 +167,11 @@ class TrialRun:
             "embedder_epochs": cfg.embedder_epochs,
             "freeze": cfg.freeze,
             "seed": cfg.seed,
+            "embedder": cfg.embedder,
+            "lora_rank": cfg.lora_rank,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "trainable_params": trainable_params,  # what refine updates: the freeze mask's parts (LoRA: adapters)
             "lr": self.hp.lr,
             "pretraining_tokens": _nan_if_none(self.body.pretraining_tokens),
             "body_family": self.body.family,
@@ -250,7 +275,7 @@ class TrialRun:
             report: `report(row, state)`.
             state: a checkpoint to resume from (`state()`), or None to start fresh.
         """
-        apply_freeze(self.model, self.cfg.frozen_parts)
+        set_refine_grads(self.model, self.cfg.frozen_parts, lora=bool(self.cfg.lora_rank))
         refiner = Refiner(
             self.model,
             self.task,
@@ -293,6 +318,20 @@ class TrialRun:
         else:
             self.model.embedder.load_state_dict(state["embedder"])  # the aligned embedder, not realigned
         self.refine(report, state)
+
+
+def set_refine_grads(model: ORCAModel, frozen: frozenset[str], *, lora: bool) -> None:
+    """What refine trains: the parts the freeze mask leaves, and of a LoRA body only its adapters.
+
+    Args:
+        model: the model, changed in place.
+        frozen: the frozen part names.
+        lora: the body carries LoRA adapters (`lora.apply_lora`); its base weights stay frozen.
+    """
+    apply_freeze(model, frozen)
+    if lora:
+        for name, p in model.body.named_parameters():
+            p.requires_grad_(is_lora_parameter(name))
 
 
 # ---- the Tune trainable ----------------------------------------------------------------------------------

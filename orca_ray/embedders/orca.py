@@ -153,7 +153,9 @@ class Embedder2D(nn.Module):
         return tokens, self.grid
 
 
-def orca_embedder(patching: Patching, embed_dim: int, *, norm: bool = True, positions: bool = True) -> nn.Module:
+def orca_embedder(
+    patching: Patching, embed_dim: int, *, norm: bool = True, positions: bool = True
+) -> nn.Module:
     """ORCA's embedder for a patching (a knock-out when `norm` or `positions` is False).
 
     Args:

@@ -111,7 +111,9 @@ def xavier_patch_init_(weight: torch.Tensor, bias: torch.Tensor) -> None:
     nn.init.zeros_(bias)
 
 
-def init_patch_weight_2d_(weight: torch.Tensor, bias: torch.Tensor, init: EmbeddingInit, aligned: bool) -> None:
+def init_patch_weight_2d_(
+    weight: torch.Tensor, bias: torch.Tensor, init: EmbeddingInit, aligned: bool
+) -> None:
     """ORCA's embedder_init for a 2D patch projection. Aligned (> 0 embedder epochs): the body's patch conv
     tiled over our input channels (channel c takes the body's channel c mod 3, no rescaling) and its bias, when
     the body has one that fits. Not aligned: trunc-normal(std 0.02) with zero bias.

@@ -108,9 +108,18 @@ def final_scores(df: pd.DataFrame) -> pd.DataFrame:
             rec["final_otdd"] = (at if len(at) else align).iloc[-1]["otdd"]
         records.append(rec)
     out = pd.DataFrame.from_records(records, columns=out_cols)
-    for c in ("final_val", "final_test", "final_otdd", "lr", "pretraining_tokens"):
+    for c in (
+        "final_val",
+        "final_test",
+        "final_otdd",
+        "lr",
+        "pretraining_tokens",
+        "lora_alpha",
+        "lora_dropout",
+    ):
         out[c] = out[c].astype("float64")
     out["best_epoch"] = out["best_epoch"].astype("Int32")
-    for c in ("embedder_epochs", "seed"):
+    for c in ("embedder_epochs", "seed", "lora_rank"):
         out[c] = out[c].astype("Int32")
+    out["trainable_params"] = out["trainable_params"].astype("Int64")
     return out

@@ -34,6 +34,11 @@ RESULT_SCHEMA = pa.schema(
         ("embedder_epochs", pa.int32()),
         ("freeze", pa.string()),
         ("seed", pa.int32()),
+        ("embedder", pa.string()),
+        ("lora_rank", pa.int32()),
+        ("lora_alpha", pa.float64()),
+        ("lora_dropout", pa.float64()),
+        ("trainable_params", pa.int64()),
         ("phase", pa.string()),
         ("epoch", pa.int32()),
         ("otdd", pa.float64()),
@@ -80,6 +85,11 @@ TRIAL_FIELDS = (
     "embedder_epochs",
     "freeze",
     "seed",
+    "embedder",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "trainable_params",
     "lr",
     "pretraining_tokens",
     "body_family",
@@ -138,7 +148,7 @@ def _bool(v: Any) -> bool | None:
     return bool(v)
 
 
-_COERCE = {pa.string(): _str, pa.int32(): _int, pa.float64(): _float, pa.bool_(): _bool}
+_COERCE = {pa.string(): _str, pa.int32(): _int, pa.int64(): _int, pa.float64(): _float, pa.bool_(): _bool}
 
 
 def _coerce(field: pa.Field, v: Any) -> Any:
