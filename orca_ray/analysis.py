@@ -10,6 +10,7 @@ only when the data has what it needs (otherwise a note is printed):
 - fig3_otdd_vs_score.png             final OTDD and final test score vs embedder epochs; align OTDD curve
 - fig4_freeze_masks.png              final test score per freeze mask, without / with embedder training
 - fig5_pretraining_scale.png         final test score vs the body's pretraining tokens
+- stage_one_embedders.png, transfer_trainable_params.png   beyond the study (`orca_ray.figures_beyond`)
 - final_scores.md                    mean ± std over seeds of the final test score and final OTDD
                                      (`orca_ray.tables`, which needs neither matplotlib nor Ray)
 
@@ -479,7 +480,16 @@ def run(results: str, out: str, sweep: str | None = None) -> list[str]:
     os.makedirs(out, exist_ok=True)
     fs, baselines = split_baselines(df, final_scores(df))
     written: list[str] = []
-    for fig in (fig2_finetune_curves, fig3_otdd_vs_score, fig4_freeze_masks, fig5_pretraining_scale):
+    from .figures_beyond import fig_stage_one, fig_transfer  # they draw with this module's helpers
+
+    for fig in (
+        fig2_finetune_curves,
+        fig3_otdd_vs_score,
+        fig4_freeze_masks,
+        fig5_pretraining_scale,
+        fig_stage_one,
+        fig_transfer,
+    ):
         fig(df, fs, out, written, baselines)
     table = os.path.join(out, TABLE)
     sweeps = ", ".join(sorted(df["sweep"].astype(str).unique()))

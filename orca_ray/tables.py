@@ -19,7 +19,20 @@ from .baselines import KINDS as BASELINE_KINDS
 from .baselines import baseline_kind
 
 # the settings a trial differs in besides its seed (pretraining_tokens follows the body)
-FACTORS = ("body", "proxy", "embedder_epochs", "freeze", "lr", "preset", "protocol", "precision")
+FACTORS = (
+    "body",
+    "proxy",
+    "embedder_epochs",
+    "freeze",
+    "embedder",
+    "lora_rank",
+    "lr",
+    "preset",
+    "protocol",
+    "precision",
+)
+# what a trial written before a factor existed ran with (its column is null there)
+FACTOR_DEFAULTS = {"embedder": "orca", "lora_rank": 0}
 MISSING = "–"
 TABLE = "final_scores.md"
 
@@ -37,17 +50,20 @@ def mean_std(values) -> tuple[float, float, int]:
 
 
 def keyed(fs: pd.DataFrame) -> pd.DataFrame:
-    """A copy of the final scores with each factor also as a plain hashable column `_<factor>` (NaN → MISSING),
-    for grouping.
+    """A copy of the final scores with each factor also as a plain hashable column `_<factor>` (NaN → MISSING,
+    or the value a trial written before the factor existed ran with, `FACTOR_DEFAULTS`), for grouping.
 
     Args:
         fs: final scores (`final_scores`).
     """
     out = fs.copy()
     for c in FACTORS:
-        col = out[c].astype(object)
+        col = (
+            out[c].astype(object) if c in out else pd.Series([None] * len(out), index=out.index, dtype=object)
+        )
+        missing = FACTOR_DEFAULTS.get(c, MISSING)
         out["_" + c] = [
-            MISSING if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
+            missing if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
             for v in col
         ]
     return out
@@ -115,7 +131,11 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
         baselines: final scores of the baselines with a "baseline" column naming their kind, or None.
     """
     kfs = keyed(fs)
-    extra = [c for c in ("lr", "preset", "protocol", "precision") if kfs["_" + c].nunique() > 1]
+    extra = [
+        c
+        for c in ("embedder", "lora_rank", "lr", "preset", "protocol", "precision")
+        if kfs["_" + c].nunique() > 1
+    ]
     keys = ["task", "body", "proxy", "embedder_epochs", "freeze", *extra]
     head = [*keys, "metric", "n_seeds", "final test (mean ± std)", "final OTDD (mean ± std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -133,6 +153,97 @@ def final_scores_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) 
                 body = str(g["body"].iloc[0])
                 label = f"**baseline: {kind}**" + ("" if body in ("linear", "gbdt") else f" ({body})")
                 cells = [task, label, *([MISSING] * (len(keys) - 2)), *_score_cells(g)]
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_arm(freeze: str, lora_rank: int) -> str | None:
+    """How much of the body refine may change: "frozen body", "LoRA r=<r>", "full fine-tuning", or None for a
+    mask that is none of these (e.g. a frozen embedder).
+
+    Args:
+        freeze: the trial's freeze mask.
+        lora_rank: its LoRA rank (0: none).
+    """
+    if lora_rank:
+        return f"LoRA r={int(lora_rank)}" if "body" not in freeze else None
+    return {"body": "frozen body", "none": "full fine-tuning"}.get(freeze)
+
+
+def stage_one_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
+    """Markdown: per task where the embedder kind varies, final test and OTDD per body, kind and embedder epochs
+    (the whole model fine-tuned, no LoRA: the stage-one sweep's setting), baselines after each task; "" when no
+    task varies the kind.
+
+    Args:
+        fs: final scores of the trials (`final_scores`), baselines excluded.
+        baselines: final scores of the baselines with their "baseline" kind, or None.
+    """
+    kfs = keyed(fs)
+    kfs = kfs[(kfs["_freeze"] == "none") & (kfs["_lora_rank"] == 0)]
+    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_embedder"].nunique() > 1]
+    return _question_table(
+        kfs[kfs["task"].isin(tasks)], ["body", "proxy", "embedder", "embedder_epochs"], baselines, tasks
+    )
+
+
+def transfer_table(fs: pd.DataFrame, baselines: pd.DataFrame | None = None) -> str:
+    """Markdown: per task with LoRA trials, final test score and trainable parameters per body and body update
+    (frozen body, LoRA per rank, full fine-tuning; ORCA's embedder), baselines after each task; "" when no
+    task has LoRA trials.
+
+    Args:
+        fs: final scores of the trials (`final_scores`), baselines excluded.
+        baselines: final scores of the baselines with their "baseline" kind, or None.
+    """
+    kfs = keyed(fs)
+    kfs = kfs[kfs["_embedder"] == "orca"].copy()
+    kfs["_update"] = [update_arm(f, r) for f, r in zip(kfs["_freeze"], kfs["_lora_rank"])]
+    kfs = kfs[kfs["_update"].notna()]
+    tasks = [t for t in task_names(kfs) if (kfs.loc[kfs["task"] == t, "_lora_rank"] > 0).any()]
+    kfs = kfs[kfs["task"].isin(tasks)]
+    kfs["_update_order"] = kfs["_lora_rank"].where(kfs["_update"] != "frozen body", -1)
+    kfs.loc[kfs["_update"] == "full fine-tuning", "_update_order"] = 1 << 30
+    return _question_table(
+        kfs, ["body", "embedder_epochs", "update_order", "update"], baselines, tasks, params=True
+    )
+
+
+def _question_table(
+    kfs: pd.DataFrame,
+    keys: list[str],
+    baselines: pd.DataFrame | None,
+    tasks: list[str],
+    *,
+    params: bool = False,
+) -> str:
+    """One line per setting of `keys` (keyed columns `_<key>`) per task, the task's baselines after it;
+    `params` adds the trainable parameters; keys ending in `_order` sort the lines and are not shown."""
+    if not tasks:
+        return ""
+    shown = [k for k in keys if not k.endswith("_order")]
+    head = [
+        "task",
+        *shown,
+        *(["trainable params"] if params else []),
+        "metric",
+        "n_seeds",
+        "final test (mean ± std)",
+    ]
+    head.append("final OTDD (mean ± std)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = baselines if baselines is not None else pd.DataFrame(columns=["task", "baseline"])
+    for task in tasks:
+        for combo, g in kfs[kfs["task"] == task].groupby(["_" + k for k in keys], sort=True, dropna=False):
+            cells = [task, *(str(v) for k, v in zip(keys, combo) if not k.endswith("_order"))]
+            if params:
+                tp = g["trainable_params"].dropna()
+                cells.append(f"{int(tp.iloc[0]):,}" if len(tp) else MISSING)
+            lines.append("| " + " | ".join(cells + _score_cells(g)) + " |")
+        for kind in BASELINE_KINDS:
+            g = base[(base["task"] == task) & (base["baseline"] == kind)]
+            if len(g):
+                cells = [task, f"**baseline: {kind}**", *([MISSING] * (len(head) - 6)), *_score_cells(g)]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -200,6 +311,12 @@ def write_final_scores(path: str, fs: pd.DataFrame, baselines: pd.DataFrame | No
             "final OTDD: after the last embedder epoch. Mean ± sample std over seeds; lower is better.\n\n"
         )
         f.write(final_scores_table(fs, baselines))
+        for heading, table in (
+            ("Stage one: embedder kinds", stage_one_table(fs, baselines)),
+            ("What is transferred: test score against trainable parameters", transfer_table(fs, baselines)),
+        ):
+            if table:
+                f.write(f"\n## {heading}\n\n{table}")
         f.write(
             "\n## Seed-to-seed noise next to the differences between settings\n\n"
             "Pooled seed std of the final test score, the standard error of a difference between two "
