@@ -44,6 +44,8 @@ PARAMETER_COLUMNS = (
     ("proxy", "proxy"),
     ("embedder_epochs", "emb.ep"),
     ("freeze", "freeze"),
+    ("embedder", "embedder"),
+    ("lora_rank", "lora"),
     ("seed", "seed"),
 )
 METRIC_COLUMNS = (
