@@ -44,8 +44,6 @@ PARAMETER_COLUMNS = (
     ("proxy", "proxy"),
     ("embedder_epochs", "emb.ep"),
     ("freeze", "freeze"),
-    ("embedder", "embedder"),
-    ("lora_rank", "lora"),
     ("seed", "seed"),
 )
 METRIC_COLUMNS = (

@@ -194,7 +194,7 @@ def test_cli_main(results_dir, tmp_path, capsys):
     assert analysis.main([str(results_dir), "--out", str(out1), "--sweep", "proxy-only"]) == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out1.iterdir()) == [analysis.FIG2, tables.TABLE]
-    assert printed.count("skipped") == 3
+    assert printed.count("skipped") == 5  # figs. 3-5, the stage-one and the transfer figure
 
     # no data: exit status 1, nothing written
     assert analysis.main([str(tmp_path / "empty"), "--out", str(tmp_path / "none")]) == 1
