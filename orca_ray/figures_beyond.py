@@ -151,8 +151,17 @@ def fig_transfer(
             )
             for x, _, _, update, h in points:
                 ax.scatter(np.full(len(h), x), h["final_test"], s=8, color="k", zorder=3)
-                if i == 0:
-                    ax.annotate(update, (x, ax.get_ylim()[1]), fontsize=6, rotation=60, va="top", ha="left")
+                if i == 0:  # the arm's name once, along the bottom of the panel
+                    ax.annotate(
+                        update,
+                        (x, 0),
+                        xycoords=("data", "axes fraction"),
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                        rotation=90,
+                        fontsize=6,
+                        color="0.3",
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("parameters refine updates (log)")
         ax.set_ylabel(f"final test {metric_label(trials['metric'].unique())}")
