@@ -152,6 +152,7 @@ def test_refine_changes_exactly_the_trainable_params(freeze, rank, tmp_path):
         refine_epochs=2,
         batch_size=32,
         weight_decay=0.01,
+        target_seq_len=64,  # the tiny body's 128 positions (Satellite's recipe asks for 512)
         max_train_samples=128,
         max_eval_samples=64,
         cache_dir=str(tmp_path),
