@@ -18,7 +18,7 @@ def script_space(script: str, tiny: dict, **flags) -> list[dict]:
     space = runpy.run_path(str(SWEEPS / script))["space"]
     args = argparse.Namespace(preset="demo", tasks=[tiny["task"]], seeds=[0], **flags)
     keep = ("refine_epochs", "batch_size", "proxy_size", "align_batch_per_class", "max_train_samples")
-    small = {k: tiny[k] for k in (*keep, "max_eval_samples", "cache_dir")}
+    small = {k: tiny[k] for k in (*keep, "max_eval_samples", "target_seq_len", "cache_dir")}
     return [{**g, "body": _tiny(g["body"]), "proxy": tiny["proxy"], **small} for g in space(args)]
 
 
