@@ -81,11 +81,14 @@ def patching_for(task, body: Body, target_seq_len: int | None = None) -> Patchin
             )
         c, length = task.input_shape
         limit = target_seq_len or DEFAULT_TARGET_SEQ_LEN
-        if body.max_tokens is not None and limit > body.max_tokens:
-            raise ValueError(
-                f"target_seq_len {limit} exceeds the {body.max_tokens} positions of body {body.name!r}"
-            )
         s = stride_for(length, limit)
+        # the tokens the body sees must fit its positions; the budget may exceed them (Satellite's 512 gives
+        # 46 tokens)
+        if body.max_tokens is not None and length // s > body.max_tokens:
+            raise ValueError(
+                f"task {task.name!r}: {length // s} tokens (length {length}, target_seq_len {limit}) exceed the "
+                f"{body.max_tokens} positions of body {body.name!r}; set a target_seq_len <= {body.max_tokens}"
+            )
         return Patching(c, s, (length // s,))
     c, h, w = task.input_shape
     if body.modality == "2d":
