@@ -138,7 +138,7 @@ def assert_rows_equal(df: pd.DataFrame, expected: pd.DataFrame):
     for col in CHECK_COLS:
         for g, e in zip(got[col], exp[col]):
             if e is None or (isinstance(e, float) and math.isnan(e)):
-                assert g is None or (isinstance(g, float) and math.isnan(g)), (col, g)
+                assert g is None or pd.isna(g), (col, g)  # None, NaN, or pandas' NA (DuckDB's nullable ints)
             else:
                 assert g == e, (col, g, e)
 
