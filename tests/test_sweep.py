@@ -122,8 +122,8 @@ class InterruptAfter(tune.Callback):
 
 @pytest.mark.slow
 # Known race, open: in 2 of 3 fresh-clone runs on 2026-12-06 (after issues 18-25 landed) a refine epoch whose
-# checkpoint Tune had not recorded before the SIGINT was run again after the restore (same values, a second
-# report). Nothing is lost, but "no refine epoch runs twice" does not hold every time; xfail keeps it running
+# checkpoint Tune had not recorded before the SIGINT was run again after the restore (reported a second
+# time). Every row was there, but "no refine epoch runs twice" does not hold every time; xfail keeps it running
 # and visible until the stop/restore ordering is fixed.
 @pytest.mark.xfail(reason="a refine epoch may run again after the driver stop (known race)", strict=False)
 def test_killed_trial_and_stopped_driver_lose_nothing(ray_local, tmp_path):
