@@ -19,6 +19,8 @@ from functools import cache
 
 import torch
 
+from .results.schema import MACHINE_FIELDS
+
 # read when torch / MKL / oneDNN / cuBLAS initialise: the trial process must start with these
 DETERMINISTIC_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's vectorised CPU kernels (default: the best the CPU has)
@@ -26,16 +28,8 @@ DETERMINISTIC_ENV = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions): no AVX-512 / AMX kernels
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # cuBLAS: deterministic GEMM reductions (needed by torch's mode)
 }
-# the columns `machine_fingerprint` fills (results.schema lists them with their types)
-FINGERPRINT_FIELDS = (
-    "cpu_model",
-    "cpu_capability",
-    "gpu_model",
-    "torch_version",
-    "cuda_version",
-    "mkl_version",
-    "threads",
-)
+# the columns `machine_fingerprint` fills: the schema's machine columns, one list
+FINGERPRINT_FIELDS = MACHINE_FIELDS
 
 
 @cache
