@@ -230,6 +230,9 @@ def fig2_finetune_curves(
         return
     kfs = keyed(fs[fs["trial_id"].isin(refine["trial_id"])])
     tasks = task_names(kfs)
+    if not tasks:  # e.g. a sweep stopped before its first trial refined: only the baselines' rows so far
+        _note(f"{FIG2} skipped: no trial (other than baselines) has refine rows")
+        return
     fig, axes = _facets(len(tasks))
     for ax, task in zip(axes[0], tasks):
         trials, fixed = _choose_slice(kfs[kfs["task"] == task], ["proxy"])

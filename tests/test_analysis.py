@@ -220,6 +220,21 @@ def test_fig5_without_token_counts(tmp_path, capsys):
     assert order == ["nyu-mll/roberta-base-10M-3", "nyu-mll/roberta-base-1B-2", "some-other-body"]
 
 
+def test_sweep_stopped_before_any_trial_refined(tmp_path, capsys):
+    """Only a baseline's rows and a trial still aligning (a sweep stopped early): the analysis skips the
+    figures it cannot draw and still writes the table, instead of failing on a figure with no panels."""
+    from orca_ray.baselines import BASELINE_KEY, LINEAR
+
+    baseline = trial_rows("early", "base0", "satellite", DEFAULT, 0)
+    for r in baseline:
+        r["config_json"] = json.dumps({**json.loads(r["config_json"]), BASELINE_KEY: LINEAR})
+    aligning = [r for r in trial_rows("early", "t0", "satellite", DEFAULT, 0) if r["phase"] == "align"][:2]
+    write_sweep(tmp_path / "res", "early", {"base0": baseline, "t0": aligning})
+    written = analysis.run(str(tmp_path / "res"), str(tmp_path / "out"))
+    assert written == [str(tmp_path / "out" / analysis.TABLE)]
+    assert f"{analysis.FIG2} skipped" in capsys.readouterr().out
+
+
 def test_metric_labels():
     assert analysis.metric_label(["error"]) == "0-1 error"
     assert analysis.metric_label(["1-auroc"]) == "1 − mean AUROC"
