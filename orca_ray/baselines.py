@@ -170,18 +170,35 @@ def fit_linear(task: Task, seed: int = 0) -> dict:
         )
 
     fit_y = y_tr.reshape(len(y_tr), -1).astype(np.float32) if task.kind != "classification" else y_tr
+    candidates = (make(reg) for reg in (_C_GRID if task.kind == "classification" else _ALPHA_GRID))
+    return _best_on_val(
+        candidates,
+        fit=lambda model: model.fit(x_tr, fit_y),
+        val=lambda model: compute_metric(
+            task.metric, targets(task.val), outputs(model, x_va), task.val.groups
+        ),
+        test=lambda model: compute_metric(
+            task.metric, targets(task.test), outputs(model, x_te), task.test.groups
+        ),
+        t0=t0,
+    )
+
+
+def _best_on_val(candidates, fit, val, test, t0: float) -> dict:
+    """Fit each (model, name) candidate, keep the best validation score (the first of ties; NaN never wins
+    over a number) and score it on test: a baseline's result row."""
+    import time
+
     best = None
-    for reg in _C_GRID if task.kind == "classification" else _ALPHA_GRID:
-        model, name = make(reg)
-        model.fit(x_tr, fit_y)
-        val = compute_metric(task.metric, targets(task.val), outputs(model, x_va), task.val.groups)
-        if best is None or (math.isfinite(val) and not val >= best[0]):
-            best = (val, model, name)
-    val, model, name = best
-    test = compute_metric(task.metric, targets(task.test), outputs(model, x_te), task.test.groups)
+    for model, name in candidates:
+        fit(model)
+        score = val(model)
+        if best is None or (math.isfinite(score) and not score >= best[0]):
+            best = (score, model, name)
+    score, model, name = best
     return {
-        "val_score": float(val),
-        "test_score": float(test),
+        "val_score": float(score),
+        "test_score": float(test(model)),
         "train_loss": float("nan"),
         "seconds": time.perf_counter() - t0,
         "model": name,
@@ -202,22 +219,24 @@ def fit_gbdt(task: Task, seed: int = 0) -> dict:
 
     t0 = time.perf_counter()
     x_tr, y_tr = _flat(task.train.x), np.asarray(task.train.y)
-    best = None
-    for lr in _GBDT_LR_GRID:
-        model = HistGradientBoostingClassifier(learning_rate=lr, early_stopping=False, random_state=seed)
-        model.fit(x_tr, y_tr)
-        val = compute_metric(task.metric, task.val.y, _log_proba(model, task.val.x, task.num_outputs))
-        if best is None or (math.isfinite(val) and not val >= best[0]):
-            best = (val, model, f"HistGradientBoostingClassifier(learning_rate={lr:g})")
-    val, model, name = best
-    test = compute_metric(task.metric, task.test.y, _log_proba(model, task.test.x, task.num_outputs))
-    return {
-        "val_score": float(val),
-        "test_score": float(test),
-        "train_loss": float("nan"),
-        "seconds": time.perf_counter() - t0,
-        "model": name,
-    }
+    candidates = (
+        (
+            HistGradientBoostingClassifier(learning_rate=lr, early_stopping=False, random_state=seed),
+            f"HistGradientBoostingClassifier(learning_rate={lr:g})",
+        )
+        for lr in _GBDT_LR_GRID
+    )
+    return _best_on_val(
+        candidates,
+        fit=lambda model: model.fit(x_tr, y_tr),
+        val=lambda model: compute_metric(
+            task.metric, task.val.y, _log_proba(model, task.val.x, task.num_outputs)
+        ),
+        test=lambda model: compute_metric(
+            task.metric, task.test.y, _log_proba(model, task.test.x, task.num_outputs)
+        ),
+        t0=t0,
+    )
 
 
 def _log_proba(model, x, num_classes: int) -> np.ndarray:
