@@ -111,7 +111,9 @@ def baselines_for(configs: list[TrialConfig]) -> list[tuple[str, TrialConfig]]:
         kinds = [(LINEAR, linear_config(c))]
         if _is_table(c.task):
             kinds.append((GBDT, linear_config(c, GBDT_BODY)))
-        for kind, b in (*kinds, (RANDOM_BODY, random_body_config(c))):
+        if not c.body.startswith("random:"):  # a random-init trial is its own baseline: not run twice
+            kinds.append((RANDOM_BODY, random_body_config(c)))
+        for kind, b in kinds:
             if b.config_hash not in seen:
                 seen.add(b.config_hash)
                 out.append((kind, b))

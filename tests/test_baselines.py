@@ -56,6 +56,15 @@ def test_which_baselines_a_sweep_gets():
     plan = baselines_for(configs)
     assert [k for k, _ in plan] == [LINEAR, RANDOM_BODY] * 2  # one pair per seed, not per embedder setting
     assert {c.seed for _, c in plan} == {0, 1}
+    # a trial whose body is already random init is its own random-body baseline: only the linear one is added
+    random_trials = [_cfg(body="random:minilm", seed=s) for s in (0, 1)]
+    assert [k for k, _ in baselines_for(random_trials)] == [LINEAR, LINEAR]
+    assert [k for k, _ in baselines_for([*random_trials, *configs])] == [
+        LINEAR,
+        LINEAR,
+        RANDOM_BODY,
+        RANDOM_BODY,
+    ]
 
 
 def test_linear_baseline_is_scikit_learns_logistic_regression_selected_on_val():
