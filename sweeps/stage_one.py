@@ -4,8 +4,9 @@
 its LayerNorm or without its positions (`orca-no-norm`, `orca-no-pos`), each unaligned (0 embedder epochs)
 and aligned, per task (orca_ray.embedders).
 
-Demo (default): bundled digits images and ItalyPowerDemand series through the bundled MiniLM, `orca` vs
-`linear`, 0 / 10 embedder epochs, 3 seeds, plus each task's baselines. Paper: the NAS-Bench-360 tasks with
+Demo (default): the bundled digits images (2D, where the kinds differ) through the bundled MiniLM, `orca` vs
+`linear`, 0 / 10 embedder epochs, 3 seeds, plus the task's baselines; `--tasks` adds others (e.g.
+`italypowerdemand-pooled`), `--embedders` the knock-outs. Paper: the NAS-Bench-360 tasks with
 ORCA's bodies and recipes, every kind, 0 and each task's own embedder epochs.
 """
 
@@ -14,6 +15,8 @@ from orca_ray.recipes import align_epochs_for, body_for
 from orca_ray.sweep import main
 
 KINDS = {"demo": ["orca", "linear"], "paper": list(EMBEDDERS)}
+# one task keeps the demo within 10 minutes on 2 cores (two tasks took 754 s: README "Beyond the study")
+DEMO_TASKS = ["digits"]
 DEMO_ALIGN_EPOCHS = 10  # of the demo's aligned arm (the embedder_epochs demo shows OTDD flat after ~10)
 
 
@@ -48,4 +51,12 @@ def add_args(parser):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(default_name="stage_one", description=__doc__, space=space, add_args=add_args))
+    raise SystemExit(
+        main(
+            default_name="stage_one",
+            description=__doc__,
+            space=space,
+            add_args=add_args,
+            default_tasks={"demo": DEMO_TASKS},
+        )
+    )
