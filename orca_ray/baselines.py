@@ -101,17 +101,20 @@ def _is_table(task: str) -> bool:
 def baselines_for(configs: list[TrialConfig]) -> list[tuple[str, TrialConfig]]:
     """(kind, config) of every baseline a sweep's trials need: one linear (and, for tables, one
     gradient-boosted-trees) and one random-init-body baseline per (task, seed, data split, fine-tuning settings), in the trials' order, without duplicates.
-    Trials whose body is already random get no random-body baseline of their own.
+    Trials whose body is already random init (`random:NAME`, the `mini-*` / `tiny-*` configs) get no
+    random-body baseline: it would be the same model again.
 
     Args:
         configs: the sweep's trials.
     """
+    from .bodies import pretraining_tokens
+
     out, seen = [], set()
     for c in configs:
         kinds = [(LINEAR, linear_config(c))]
         if _is_table(c.task):
             kinds.append((GBDT, linear_config(c, GBDT_BODY)))
-        if not c.body.startswith("random:"):  # a random-init trial is its own baseline: not run twice
+        if pretraining_tokens(c.body) != 0:  # a random-init body (random:, mini-, tiny-) is its own baseline
             kinds.append((RANDOM_BODY, random_body_config(c)))
         for kind, b in kinds:
             if b.config_hash not in seen:

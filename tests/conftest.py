@@ -51,15 +51,47 @@ def tiny():
     return task, body, px, py
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local 2-CPU Ray for the module's tests (no dashboard, worker logs not echoed), shut down after."""
+@pytest.fixture(scope="session")
+def own_tiny_body(tmp_path_factory) -> str:
+    """A body of your own as a local folder (a tiny BERT's config and seeded weights, no tokenizer): its
+    pretraining is unknown, so grid sweeps give it a random-init-body baseline (`random:<folder>`), which the
+    random-init `tiny-*` bodies are themselves."""
+    import torch
+    import transformers
+
+    folder = tmp_path_factory.mktemp("own-tiny-body")
+    config = transformers.BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Shuts down, at the end of the run, the Ray that `ray_local` left running."""
+    yield
     import ray
 
-    # "local": a new Ray, never a `ray start` cluster running on this machine (a bare init would join it)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """A local 2-CPU Ray (no dashboard, worker logs not echoed), shared by the modules that ask for it: it starts
+    once (~8 s) and stays up until a test that needs a Ray of its own shuts it down (those tests do, first)."""
+    import ray
+
+    if not ray.is_initialized():
+        # "local": a new Ray, never a `ray start` cluster running on this machine (a bare init would join it)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 RUN_MARKER = (

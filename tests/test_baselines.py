@@ -57,7 +57,7 @@ def test_which_baselines_a_sweep_gets():
     assert [k for k, _ in plan] == [LINEAR, RANDOM_BODY] * 2  # one pair per seed, not per embedder setting
     assert {c.seed for _, c in plan} == {0, 1}
     # a trial whose body is already random init is its own random-body baseline: only the linear one is added
-    random_trials = [_cfg(body="random:minilm", seed=s) for s in (0, 1)]
+    random_trials = [_cfg(body=b, seed=s) for b, s in (("random:minilm", 0), ("mini-gpt2", 1))]
     assert [k for k, _ in baselines_for(random_trials)] == [LINEAR, LINEAR]
     assert [k for k, _ in baselines_for([*random_trials, *configs])] == [
         LINEAR,
@@ -141,12 +141,12 @@ def test_prepare_baselines_fits_caches_and_reuses(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_sweep_space):
+def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_sweep_space, own_tiny_body):
     """A real sweep with baselines: the random-init body runs as a trial, both baselines land in Parquet and
     the table; a second sweep on the same task takes them from the cache without running that trial."""
     from orca_ray.sweep import SweepSpec, run_sweep
 
-    space = tiny_sweep_space
+    space = {**tiny_sweep_space, "body": own_tiny_body}
     first = SweepSpec(name="first", space=space, storage=str(tmp_path / "store"), baselines=True)
     grid = run_sweep(first)
     assert len(grid) == 3  # 2 trials + the random-init body
@@ -155,7 +155,7 @@ def test_sweep_runs_baselines_once_and_reuses_them(ray_local, tmp_path, tiny_swe
     trials, baselines = tables.split_baselines(df, final_scores(df))
     assert len(trials) == 2
     assert sorted(baselines["baseline"]) == sorted([LINEAR, RANDOM_BODY])
-    assert set(baselines["body"]) == {"linear", "random:tiny-text"}
+    assert set(baselines["body"]) == {"linear", f"random:{own_tiny_body}"}
     assert np.isfinite(baselines["final_test"]).all()
     table = (tmp_path / "store" / "first" / "figures" / tables.TABLE).read_text()
     assert table.count("**baseline:") == 2

@@ -305,9 +305,11 @@ def test_openml_cc18_dry_run_lists_orcas_42_with_recipes(capsys):
 
 
 @pytest.mark.slow
-def test_a_real_sweep_on_a_bundled_table_with_gbdt_baselines(ray_local, tmp_path, tiny_sweep_space):
-    """breast-cancer through the tiny body: trials, the linear, gradient-boosted-trees and random-body
-    baselines land in Parquet and the final-score table."""
+def test_a_real_sweep_on_a_bundled_table_with_gbdt_baselines(
+    ray_local, tmp_path, tiny_sweep_space, own_tiny_body
+):
+    """breast-cancer through a tiny body of one's own: trials, the linear, gradient-boosted-trees and
+    random-body baselines land in Parquet and the final-score table."""
     from orca_ray import tables
     from orca_ray.baselines import GBDT, LINEAR, RANDOM_BODY
     from orca_ray.results import final_scores, read_results
@@ -316,6 +318,7 @@ def test_a_real_sweep_on_a_bundled_table_with_gbdt_baselines(ray_local, tmp_path
     space = {
         **tiny_sweep_space,
         "task": "breast-cancer",
+        "body": own_tiny_body,
         "embedder_epochs": [2],
         "refine_epochs": 1,
         "target_seq_len": 6,
@@ -333,6 +336,36 @@ def test_a_real_sweep_on_a_bundled_table_with_gbdt_baselines(ray_local, tmp_path
     assert 0 <= gbdt["final_test"].iloc[0] < 0.1
     table = (tmp_path / "store" / "tab" / "figures" / tables.TABLE).read_text()
     assert "**baseline: gradient-boosted trees**" in table
+
+
+@pytest.mark.slow
+def test_own_csv_and_parquet_tables_sweep_end_to_end(ray_local, tmp_path, tiny_sweep_space):
+    """Your own tables through a real Ray sweep: a CSV with a categorical column and the label named in the spec,
+    and a Parquet file whose label is found as `target`; both land in Parquet with the tables' metric and the
+    data's own class labels."""
+    from sklearn.datasets import load_wine
+
+    from orca_ray.results import read_results
+    from orca_ray.sweep import SweepSpec, run_sweep
+
+    x, y = load_wine(return_X_y=True, as_frame=True)
+    frame = x.iloc[:, :6].assign(
+        region=pd.Categorical(np.where(x["alcohol"] > 13, "north", "south")), cultivar=y.map("c{}".format)
+    )
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    frame.rename(columns={"cultivar": "target"}).to_parquet(tmp_path / "wine.parquet")
+    tasks = [f"csv:{tmp_path / 'wine.csv'}#label=cultivar", f"parquet:{tmp_path / 'wine.parquet'}"]
+    space = {**tiny_sweep_space, "task": tasks, "embedder_epochs": 1, "refine_epochs": 1, "target_seq_len": 8}
+    spec = SweepSpec(name="own-tables", space=space, storage=str(tmp_path / "store"), analysis=False)
+    grid = run_sweep(spec)
+    assert not any(r.error for r in grid)
+    df = read_results(spec.results_root, sweep="own-tables")
+    assert sorted(df["task"].unique()) == sorted(tasks)
+    refine = df[df["phase"] == "refine"]
+    assert len(refine) == 2
+    assert refine["test_score"].between(0, 1).all()
+    assert set(refine["metric"]) == {"1-roc-auc"}
+    assert {json.dumps(["c0", "c1", "c2"])} == set(refine["classes"])
 
 
 # two of ORCA's OPENML configs as its yaml files hold them (src/configs/OPENML31.yaml, OPENML1049.yaml at 19b8c1c)
