@@ -29,6 +29,7 @@ from ..reporter import StudyReporter, use_classic_console
 from ..results.sink import ParquetSink
 from ..tracking import log_sweep_outputs, tracker_callbacks, where_lines
 from ..untrusted import record_driver_state, record_staged_driver_state, restore_filesystem, secure_folder
+from .graceful import FinishSavesOnStop
 from .plan import FIGURES_SUBDIR, SweepSpec, expand_grid
 
 # environment a trial needs on every node (set on the driver → passed through the runtime env)
@@ -307,6 +308,7 @@ def build_tuner(
             callbacks=[
                 sink or ParquetSink(spec.results_root, sweep=spec.name),
                 DriverStateRecorder(spec.experiment_path),
+                FinishSavesOnStop(),  # Ctrl+C waits for the checkpoints of reported epochs
                 *([reporter.tracker] if reporter else []),
                 *tracker_callbacks(spec),  # --log-to: MLflow, W&B, TensorBoard, Aim (orca_ray.tracking)
                 *spec.extra_callbacks,
