@@ -7,9 +7,8 @@
 #   scripts/refresh_lock.sh --upgrade  # resolve everything afresh, under the pinned torch/torchvision pair only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Extras left out of the lock: aim (every release needs filelock<4, and older ones numpy<2, which the rest of the
-# lock cannot give it; its extra stays for users who install it in an environment of its own).
-unlocked_extras="aim"
+# Extras left out of the lock (none today; list an extra here when it cannot install beside the rest).
+unlocked_extras=""
 extras=$(UNLOCKED="$unlocked_extras" python3 - <<'PY'
 import os, tomllib
 extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
