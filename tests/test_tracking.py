@@ -1,6 +1,6 @@
 """Experiment trackers (`--log-to`, orca_ray.tracking): a real tiny sweep logged to MLflow and TensorBoard (and
-W&B offline when it is installed), read back with each tool's own reader and compared with the sweep's Parquet;
-the preflight line for a tracker that cannot run."""
+W&B offline and Aim when they are installed), read back with each tool's own reader and compared with the sweep's
+Parquet; the preflight line for a tracker that cannot run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from orca_ray.sweep.cli import main
 from orca_ray.tracking import TRACKERS, Tracker, epoch_metrics, trial_params, trial_tags
 
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
+HAS_AIM = importlib.util.find_spec("aim") is not None
 
 
 def test_a_trials_params_tags_and_epochs():
@@ -115,7 +116,7 @@ def test_sweep_logged_to_trackers_equals_parquet(ray_local, tmp_path, tiny_sweep
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    log_to = ("mlflow", "tensorboard", *(["wandb"] if HAS_WANDB else []))
+    log_to = ("mlflow", "tensorboard", *(["wandb"] if HAS_WANDB else []), *(["aim"] if HAS_AIM else []))
     spec = SweepSpec(name="tracked", space=tiny_sweep_space, storage=str(tmp_path / "store"), log_to=log_to)
     grid = run_sweep(spec)
     assert not any(r.error for r in grid)
@@ -183,6 +184,30 @@ def test_sweep_logged_to_trackers_equals_parquet(ray_local, tmp_path, tiny_sweep
                 axis = "align_epoch" if name == "otdd" else "refine_epoch"
                 got = [(h[axis], h[name]) for h in history if name in h]
                 assert _close(got, want), (tid, name, got, want)
+
+    if HAS_AIM:  # Aim: the sweep's repo under its storage, read with Aim's own SDK
+        from aim import Repo
+
+        from orca_ray.tracking.to_aim import repo as aim_repo
+
+        aim_runs = {r.get("trial_id"): r for r in Repo(aim_repo(spec)).iter_runs()}
+        aim_runs.pop(None, None)  # the sweep-level run (figures, table)
+        assert sorted(aim_runs) == sorted(trials)
+        for tid, rows in trials.items():
+            run = aim_runs[tid]
+            assert run.experiment == "tracked"
+            assert run["hparams"] == {
+                k: v if isinstance(v, bool | int | float | str) else str(v)
+                for k, v in expected_params(rows).items()
+            }
+            assert {t.name for t in run.props.tags} >= {f"{k}={v}" for k, v in expected_tags(rows).items()}
+            mine = {m.name: m for m in run.metrics() if m.name in _parquet_series(rows)}
+            assert set(mine) == set(_parquet_series(rows))
+            for name, want in _parquet_series(rows).items():
+                got = list(zip(mine[name].values.indices_list(), mine[name].values.values_list()))
+                assert _close(got, want), (tid, name, got, want)
+                phase = "align" if name == "otdd" else "refine"
+                assert mine[name].context.to_dict() == {"phase": phase}
 
 
 def _wandb_offline_run(path: str) -> tuple[dict, list[dict]]:
