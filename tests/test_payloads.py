@@ -140,7 +140,7 @@ def test_a_staged_file_that_differs_from_its_manifest_is_never_loaded(tmp_path, 
 
 # ---- a sweep's restore state ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_planted_restore_state_is_never_what_tune_reads(ray_local, tmp_path, monkeypatch):
+def test_planted_restore_state_is_never_what_tune_reads(ray_local, tmp_path, monkeypatch, tiny_sweep_space):
     """Tune unpickles tuner.pkl, the experiment/searcher state and trials' error.pkl on resume. The resume reads
     the head's private verified copy: files planted in the storage -- before the resume, or between any check
     and Tune's own read (the check-then-use race) -- never run; without the head's copy it refuses, one line."""
@@ -155,16 +155,8 @@ def test_planted_restore_state_is_never_what_tune_reads(ray_local, tmp_path, mon
     from orca_ray.untrusted import UntrustedStateError
 
     monkeypatch.setenv(untrusted.LEDGER_ENV, str(tmp_path / "head-state"))
-    grid = {
-        "task": "synthetic-satellite",
-        "body": "tiny-text",
-        "embedder_epochs": 0,
-        "seed": 0,
-        "refine_epochs": 1,
-        "batch_size": 32,
-        "max_train_samples": 200,
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    # one small trial (the shared tiny space: capped train/eval sets and a small fake-text proxy)
+    grid = {**tiny_sweep_space, "embedder_epochs": 0, "refine_epochs": 1}
     spec = SweepSpec(name="guarded", space=grid, storage=str(tmp_path / "store"), analysis=False)
     assert len(run_sweep(spec)) == 1
     exp = Path(spec.experiment_path)
