@@ -56,6 +56,7 @@ from orca_ray.tables import (
     mean_std,
     split_baselines,
     task_names,
+    tasks_varying,
     write_final_scores,
 )
 
@@ -281,9 +282,7 @@ def fig3_otdd_vs_score(
         baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     kfs = keyed(fs[fs["final_otdd"].notna() | fs["final_test"].notna()])
-    tasks = [
-        t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "embedder_epochs"].dropna().nunique() >= 2
-    ]
+    tasks = tasks_varying(kfs, "embedder_epochs")
     if not tasks:
         _note(f"{FIG3} skipped: no task has trials with two or more embedder-epoch settings")
         return
@@ -343,6 +342,23 @@ def _freeze_sort_key(mask: str):
     return (FREEZE_ORDER.index(mask) if mask in FREEZE_ORDER else len(FREEZE_ORDER), str(mask))
 
 
+def training_arms(trials: pd.DataFrame, without: str, with_: str) -> list[tuple[str, pd.DataFrame, str]]:
+    """(label, trials, colour) of the arm without embedder training and, when there is one, the arm with the
+    longest embedder training (several nonzero settings in one bar group would mix two factors).
+
+    Args:
+        trials: keyed final scores with `_trained` (embedder epochs > 0).
+        without: the label of the 0-epoch arm.
+        with_: the label of the trained arm, `{e}` standing for its embedder epochs.
+    """
+    arms = [(without, trials[~trials["_trained"]], "C7")]
+    trained = trials.loc[trials["_trained"], "embedder_epochs"]
+    if len(trained):
+        e = int(trained.max())
+        arms.append((with_.format(e=e), trials[trials["embedder_epochs"] == e], "C0"))
+    return arms
+
+
 def fig4_freeze_masks(
     df: pd.DataFrame, fs: pd.DataFrame, out: str, written: list[str], baselines: pd.DataFrame | None = None
 ) -> None:
@@ -357,7 +373,7 @@ def fig4_freeze_masks(
     """
     kfs = keyed(fs[fs["final_test"].notna()])
     kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
-    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_freeze"].nunique() >= 2]
+    tasks = tasks_varying(kfs, "_freeze")
     if not tasks:
         _note(f"{FIG4} skipped: no task has trials with two or more freeze masks")
         return
@@ -368,15 +384,8 @@ def fig4_freeze_masks(
             ["freeze", "embedder_epochs"],
             studied_key=lambda g: g[["_freeze", "_trained"]].drop_duplicates().shape[0],
         )
-        # "with embedder training": the longest setting (several nonzero ones would mix two factors)
-        trained = trials.loc[trials["_trained"], "embedder_epochs"]
-        e_with = int(trained.max()) if len(trained) else None
         masks = sorted(trials["_freeze"].unique(), key=_freeze_sort_key)
-        groups = [("without embedder training (E=0)", trials[~trials["_trained"]], "C7")]
-        if e_with is not None:
-            groups.append(
-                (f"with embedder training (E={e_with})", trials[trials["embedder_epochs"] == e_with], "C0")
-            )
+        groups = training_arms(trials, "without embedder training (E=0)", "with embedder training (E={e})")
         width = 0.8 / len(groups)
         x = np.arange(len(masks))
         for i, (label, g, color) in enumerate(groups):
@@ -421,7 +430,7 @@ def fig5_pretraining_scale(
         baselines: final scores of the baselines (`split_baselines`), drawn as horizontal lines.
     """
     kfs = keyed(fs[fs["final_test"].notna()])
-    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_body"].nunique() >= 2]
+    tasks = tasks_varying(kfs, "_body")
     if not tasks:
         _note(f"{FIG5} skipped: no task has trials with two or more bodies")
         return

@@ -24,9 +24,10 @@ from .analysis import (
     _title,
     metric_label,
     task_label,
+    training_arms,
 )
 from .embedders import EMBEDDERS
-from .tables import keyed, mean_std, task_names, update_arm
+from .tables import keyed, mean_std, task_names, tasks_varying, update_arm
 
 FIG_STAGE_ONE = "stage_one_embedders.png"
 FIG_TRANSFER = "transfer_trainable_params.png"
@@ -52,7 +53,7 @@ def fig_stage_one(
     """
     kfs = keyed(fs[fs["final_test"].notna()])
     kfs["_trained"] = kfs["embedder_epochs"].fillna(0).astype(int) > 0
-    tasks = [t for t in task_names(kfs) if kfs.loc[kfs["task"] == t, "_embedder"].nunique() >= 2]
+    tasks = tasks_varying(kfs, "_embedder")
     if not tasks:
         _note(f"{FIG_STAGE_ONE} skipped: no task has trials with two or more embedder kinds")
         return
@@ -63,11 +64,7 @@ def fig_stage_one(
             ["embedder", "embedder_epochs"],
             studied_key=lambda g: g[["_embedder", "_trained"]].drop_duplicates().shape[0],
         )
-        trained = trials.loc[trials["_trained"], "embedder_epochs"]
-        e_with = int(trained.max()) if len(trained) else None
-        groups = [("no embedder training (E=0)", trials[~trials["_trained"]], "C7")]
-        if e_with is not None:
-            groups.append((f"aligned (E={e_with})", trials[trials["embedder_epochs"] == e_with], "C0"))
+        groups = training_arms(trials, "no embedder training (E=0)", "aligned (E={e})")
         kinds = sorted(trials["_embedder"].unique(), key=_kind_order)
         x = np.arange(len(kinds))
         width = 0.8 / len(groups)

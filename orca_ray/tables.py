@@ -78,6 +78,17 @@ def task_names(fs: pd.DataFrame) -> list[str]:
     return sorted(fs["task"].dropna().astype(str).unique())
 
 
+def tasks_varying(fs: pd.DataFrame, column: str) -> list[str]:
+    """The tasks (sorted) whose rows hold two or more values of `column` (nulls not counted): those a figure
+    comparing that factor has something to draw for.
+
+    Args:
+        fs: rows with a `task` column and `column`.
+        column: the factor compared.
+    """
+    return [t for t in task_names(fs) if fs.loc[fs["task"] == t, column].nunique() >= 2]
+
+
 def split_baselines(df: pd.DataFrame, fs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, baselines): the final scores of ordinary trials, and those of the baselines with a
     "baseline" column naming their kind (read from each trial's `config_json`).
