@@ -26,8 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orca_ray.results import read_results
-
-SERIES = (("align", ["otdd"]), ("refine", ["train_loss", "val_score", "test_score"]))
+from orca_ray.tracking import PHASE_METRICS
 
 
 def main() -> int:
@@ -82,7 +81,7 @@ def main() -> int:
         checked = mismatched = 0
         for tid in sorted(tune_trials & set(trial_runs)):
             rows, run_id = df[df.trial_id == tid], trial_runs[tid]["info"]["run_id"]
-            for phase, names in SERIES:
+            for phase, names in PHASE_METRICS.items():
                 part = rows[rows.phase == phase].sort_values("epoch")
                 for name in names:
                     want = [(int(e), float(v)) for e, v in zip(part.epoch, part[name]) if not math.isnan(v)]
